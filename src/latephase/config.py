@@ -1,0 +1,314 @@
+"""Typed, frozen experiment configuration.
+
+A :class:`Config` is a tree of frozen dataclasses.  It is built from a preset (a TOML file
+shipped in ``latephase/presets``), an optional user TOML file and dotted ``key=value``
+overrides, in that order.  Every value is checked against its field's type and range, and
+every registry name against its registry, before anything is written to disk.
+
+Defaults are the paper's main setting (Sakamoto & Sato 2026, section 5 of science.md):
+MNIST, 1000 training images, MLP 784-200-200-200-10 with init scale 8, AdamW lr 1e-3,
+summed squared error, batch 100, the paper's evaluation schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from latephase.errors import ConfigError, unknown_choice
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+         choices: tuple[str, ...] | None = None, doc: str = "") -> dict[str, Any]:
+    """Field metadata: valid range ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), choices, doc."""
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, how much of it, and how it is split."""
+
+    name: str = field(default="mnist", metadata=_rng(doc="dataset registry name"))
+    root: str | None = field(
+        default=None, metadata=_rng(doc="directory of the standard files; None = embedded data")
+    )
+    train_size: int = field(default=1000, metadata=_rng(1, doc="class-balanced training set size"))
+    test_size: int | None = field(
+        default=None, metadata=_rng(1, doc="held-out size (None = all remaining)")
+    )
+    seed: int = field(
+        default=0, metadata=_rng(0, doc="seed of the train/held-out split (fixed across run seeds)")
+    )
+    normalize: bool = field(default=True, metadata=_rng(doc="standardise with mean/std 0.1307/0.3081"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture.  The MLP's representation is the last hidden layer after its activation."""
+
+    name: str = field(default="mlp", metadata=_rng(doc="model registry name"))
+    widths: tuple[int, ...] = field(default=(200, 200, 200), metadata=_rng(1, doc="hidden widths"))
+    init_scale: float = field(
+        default=8.0, metadata=_rng(0.0, lo_open=True, doc="multiplies every parameter after init")
+    )
+    activation: str = field(default="relu", metadata=_rng(choices=("relu", "tanh", "gelu")))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer.  Weight decay applies to all parameters (the paper's setting)."""
+
+    name: str = field(default="adamw", metadata=_rng(doc="optimizer registry name"))
+    lr: float = field(default=1e-3, metadata=_rng(0.0, lo_open=True))
+    weight_decay: float = field(default=0.01, metadata=_rng(0.0))
+    momentum: float = field(default=0.0, metadata=_rng(0.0, 1.0, doc="SGD only"))
+    betas: tuple[float, ...] = field(default=(0.9, 0.999), metadata=_rng(0.0, 1.0, doc="AdamW"))
+    eps: float = field(default=1e-8, metadata=_rng(0.0, lo_open=True, doc="AdamW"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training loop and evaluation schedule."""
+
+    steps: int = field(default=100_000, metadata=_rng(1))
+    batch_size: int = field(default=100, metadata=_rng(1))
+    loss: str = field(default="sse", metadata=_rng(doc="loss registry name (sse | cross_entropy)"))
+    eval_schedule: str = field(default="paper", metadata=_rng(choices=("paper", "log")))
+    eval_points: int = field(default=200, metadata=_rng(2, doc="number of points for 'log'"))
+    eval_batch_size: int = field(default=5000, metadata=_rng(1, doc="rows per evaluation chunk"))
+    checkpoint_every_s: float = field(
+        default=30.0, metadata=_rng(0.0, doc="seconds between checkpoints (0 = every evaluation)")
+    )
+    threads: int = field(default=1, metadata=_rng(1, doc="torch intra-op threads"))
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Which measures, and which scale proxy stands in for B_g = sup ||g(x)||."""
+
+    rnc1_scale: str = field(
+        default="mean",
+        metadata=_rng(choices=("mean", "max"), doc="RNC1 proxy used for t_collapse and the bar"),
+    )
+
+
+@dataclass(frozen=True)
+class TimescaleConfig:
+    """Thresholds of the time scales (first crossing, interpolated on the log-step axis)."""
+
+    fit_threshold: float = field(default=0.99, metadata=_rng(0.0, 1.0, lo_open=True))
+    grok_threshold: float = field(default=0.8, metadata=_rng(0.0, 1.0, lo_open=True))
+    collapse_fraction: float = field(default=0.5, metadata=_rng(0.0, 1.0, lo_open=True))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    name: str = field(default="paper-mnist", metadata=_rng(doc="preset or experiment name"))
+    seed: int = field(default=0, metadata=_rng(0, doc="init and batch-order seed"))
+    device: str = field(default="cpu", metadata=_rng(choices=("cpu",)))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    measures: MeasureConfig = field(default_factory=MeasureConfig)
+    timescales: TimescaleConfig = field(default_factory=TimescaleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _parse_literal(text: str) -> Any:
+    """Parse a command-line value as a TOML literal; bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int->float etc.)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() == "none" and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = [value]
+        return tuple(_coerce(key, v, args[0]) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - every field type is listed above
+        raise TypeError(f"unsupported config type {tp!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    vals = value if isinstance(value, tuple) else (value,)
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    for v in vals:
+        if v is None:
+            continue
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{key}: {unknown_choice('value', v, choices)}")
+        if isinstance(v, int | float):
+            low_bad = lo is not None and (v <= lo if meta.get("lo_open") else v < lo)
+            if low_bad or (hi is not None and v > hi):
+                left = "(" if meta.get("lo_open") else "["
+                rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise ConfigError(f"{key}: value {v!r} out of range; valid range is {rng}")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested mapping, validating every key and value."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(unknown_choice("config key", prefix + key, [prefix + k for k in fields]))
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        f, key, tp = fields[name], prefix + name, hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: expected a table of settings, got {value!r}")
+            kwargs[name] = _build(tp, value, key + ".")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(key, value, tp)
+            _check_range(key, kwargs[name], f.metadata)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.weight_decay=0.03", "seed=3"]`` -> nested dict with parsed values."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. seed=3)")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override")
+        node[parts[-1]] = _parse_literal(text.strip())
+    return tree
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+
+
+def preset_names() -> list[str]:
+    files = resources.files("latephase.presets").iterdir()
+    return sorted(f.name[: -len(".toml")] for f in files if f.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The settings of a named preset, as a nested dict (with ``name`` set to the preset)."""
+    if name not in preset_names():
+        raise ConfigError(unknown_choice("preset", name, preset_names()))
+    text = resources.files("latephase.presets").joinpath(f"{name}.toml").read_text()
+    return _merge({"name": name}, tomllib.loads(text))
+
+
+def check_registries(cfg: Config) -> None:
+    """Registry names (dataset, model, optimizer, loss) must exist."""
+    from latephase.data import DATASETS
+    from latephase.models import MODELS
+    from latephase.train.loop import LOSSES, OPTIMIZERS
+
+    for key, value, registry in (
+        ("data.name", cfg.data.name, DATASETS),
+        ("model.name", cfg.model.name, MODELS),
+        ("optim.name", cfg.optim.name, OPTIMIZERS),
+        ("train.loss", cfg.train.loss, LOSSES),
+    ):
+        if value not in registry:
+            raise ConfigError(f"{key}: {unknown_choice('name', value, registry)}")
+
+
+def make_config(preset: str | None = None, config_file: str | Path | None = None,
+                overrides: list[str] | Mapping[str, Any] | None = None) -> Config:
+    """Resolve preset -> TOML file -> overrides into a validated :class:`Config`."""
+    values: dict[str, Any] = load_preset(preset) if preset else {}
+    if config_file is not None:
+        file_values = load_toml(config_file)
+        if "preset" in file_values:
+            values = _merge(load_preset(str(file_values.pop("preset"))), values)
+        values = _merge(values, file_values)
+    if overrides:
+        extra = parse_overrides(list(overrides)) if isinstance(overrides, list) else overrides
+        values = _merge(values, extra)
+    cfg: Config = _build(Config, values)
+    check_registries(cfg)
+    return cfg
+
+
+def config_from_dict(values: Mapping[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's config.json)."""
+    cfg: Config = _build(Config, values)
+    return cfg
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,209 @@
+"""Neural-collapse measures of a representation g(x) in R^p with K classes.
+
+A :class:`ClassMoments` accumulator holds the sufficient statistics, in float64 whatever the
+features' dtype, as mergeable per-class (n_c, mu_c) plus the pooled within-class scatter
+
+    M2 = sum_i (g_i - mu_{y_i})(g_i - mu_{y_i})^T,
+
+combined across batches with the parallel (Chan et al.) update.  It never forms
+sum ||g||^2 - n ||mu||^2, which cancels catastrophically for large features.
+
+:func:`collapse_measures` turns the moments into the measures of science.md section 3:
+
+    Tr(Sigma_W) = Tr(M2) / N,   Tr(Sigma_B) = sum_c (n_c/N) ||mu_c - mu_G||^2
+    RNC1 = Tr(Sigma_W) / B^2    (B = max or mean feature norm: two proxies of sup ||g||)
+    NC1 = Tr(Sigma_W) / Tr(Sigma_B)          NC1_pinv = Tr(Sigma_W Sigma_B^+) / K
+    CDNV = mean_{c<c'} (V_c + V_c') / (2 ||mu_c - mu_c'||^2),   V_c = E||g - mu_c||^2 | c
+    NC2 = sigma_max / sigma_min of the uncentred K x p class-mean matrix
+    NC2_etf = || G/||G||_F - T/||T||_F ||_F,  G = Mc Mc^T,  T = I - 11^T/K
+    NC3 = || W/||W||_F - Mc/||Mc||_F ||_F     (Mc: means centred on their average)
+    NC4 = fraction of samples whose prediction equals the nearest-class-mean rule
+
+Degenerate inputs (a zero scale, no between-class spread, fewer than two classes present)
+give NaN for the affected measure with a warning, never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+F64 = torch.float64
+
+
+@dataclass
+class ClassMoments:
+    """Mergeable per-class first and pooled second moments, plus feature-norm statistics.
+
+    Shapes: ``n`` [K], ``mean`` [K, p], ``m2`` [p, p] (pooled within-class scatter),
+    ``m2_class`` [K] (per-class scatter trace).  All float64.
+    """
+
+    num_classes: int
+    dim: int
+    device: torch.device | str = "cpu"
+    n: torch.Tensor = field(init=False)
+    mean: torch.Tensor = field(init=False)
+    m2: torch.Tensor = field(init=False)
+    m2_class: torch.Tensor = field(init=False)
+    norm_sum: torch.Tensor = field(init=False)
+    norm_max: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        K, p, dev = self.num_classes, self.dim, self.device
+        self.n = torch.zeros(K, dtype=F64, device=dev)
+        self.mean = torch.zeros(K, p, dtype=F64, device=dev)
+        self.m2 = torch.zeros(p, p, dtype=F64, device=dev)
+        self.m2_class = torch.zeros(K, dtype=F64, device=dev)
+        self.norm_sum = torch.zeros((), dtype=F64, device=dev)
+        self.norm_max = torch.zeros((), dtype=F64, device=dev)
+
+    @classmethod
+    def from_batch(cls, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> ClassMoments:
+        """Moments of one batch, centred on the batch's own class means (exact in float64)."""
+        g = feats.detach().reshape(len(feats), -1).to(F64)  # [n, p]
+        y = labels.detach().to(g.device).long()
+        out = cls(num_classes, g.shape[1], g.device)
+        n = torch.bincount(y, minlength=num_classes).to(F64)  # [K]
+        sums = torch.zeros_like(out.mean).index_add_(0, y, g)  # [K, p]
+        mean = sums / n.clamp(min=1).unsqueeze(1)
+        centred = g - mean[y]  # [n, p]
+        out.n, out.mean = n, mean
+        out.m2 = centred.T @ centred
+        out.m2_class = torch.zeros_like(n).index_add_(0, y, centred.square().sum(1))
+        norms = g.norm(dim=1)
+        out.norm_sum = norms.sum()
+        out.norm_max = norms.max() if len(norms) else out.norm_max
+        return out
+
+    def merge(self, other: ClassMoments) -> ClassMoments:
+        """Combine with ``other`` in place (parallel variance update) and return self.
+
+        delta_c = mu_c^b - mu_c^a;  mu_c = mu_c^a + delta_c n_b/n;
+        M2 += M2^b + sum_c (n_a n_b / n) delta_c delta_c^T.
+        """
+        n = self.n + other.n
+        w = torch.where(n > 0, other.n / n.clamp(min=1), torch.zeros_like(n))  # n_b / n
+        delta = other.mean - self.mean  # [K, p]
+        factor = self.n * w  # n_a n_b / n
+        self.m2 = self.m2 + other.m2 + (delta * factor.unsqueeze(1)).T @ delta
+        self.m2_class = self.m2_class + other.m2_class + factor * delta.square().sum(1)
+        self.mean = self.mean + delta * w.unsqueeze(1)
+        self.n = n
+        self.norm_sum = self.norm_sum + other.norm_sum
+        self.norm_max = torch.maximum(self.norm_max, other.norm_max)
+        return self
+
+    def update(self, feats: torch.Tensor, labels: torch.Tensor) -> ClassMoments:
+        """Add a batch of features [n, p] with labels [n]."""
+        return self.merge(ClassMoments.from_batch(feats, labels, self.num_classes))
+
+    @property
+    def total(self) -> float:
+        return float(self.n.sum())
+
+
+def _ratio(num: float, den: float, what: str) -> float:
+    """num / den, or NaN with a warning when den is zero or not finite."""
+    if not math.isfinite(den) or den <= 0.0:
+        warnings.warn(f"{what}: denominator is {den}; returning NaN", RuntimeWarning, stacklevel=3)
+        return math.nan
+    return num / den
+
+
+def _etf_distance(centred: torch.Tensor) -> float:
+    """|| G/||G||_F - T/||T||_F ||_F with G = Mc Mc^T and T = I - 11^T/K (simplex ETF Gram)."""
+    K = centred.shape[0]
+    gram = centred @ centred.T
+    target = torch.eye(K, dtype=F64, device=centred.device) - 1.0 / K
+    gn = float(gram.norm())
+    if gn == 0.0:
+        return math.nan
+    return float((gram / gn - target / target.norm()).norm())
+
+
+def _nc3(weight: torch.Tensor, centred: torch.Tensor) -> float:
+    """|| W/||W||_F - Mc/||Mc||_F ||_F (self-duality of classifier and class means)."""
+    wn, mn = float(weight.norm()), float(centred.norm())
+    if wn == 0.0 or mn == 0.0:
+        return math.nan
+    return float((weight / wn - centred / mn).norm())
+
+
+def _cdnv(mean: torch.Tensor, var: torch.Tensor) -> float:
+    """Average over class pairs of (V_c + V_c') / (2 ||mu_c - mu_c'||^2) (Galanti et al.)."""
+    K = mean.shape[0]
+    if K < 2:
+        return math.nan
+    d2 = torch.cdist(mean, mean).square()  # [K, K]
+    iu = torch.triu_indices(K, K, offset=1)
+    num = (var.unsqueeze(0) + var.unsqueeze(1))[iu[0], iu[1]]
+    den = 2.0 * d2[iu[0], iu[1]]
+    if bool((den <= 0).any()):
+        return math.nan
+    return float((num / den).mean())
+
+
+def _nc1_pinv(sigma_w: torch.Tensor, a: torch.Tensor, K: int) -> float:
+    """Tr(Sigma_W Sigma_B^+) / K with Sigma_B = A^T A, A = [sqrt(p_c) (mu_c - mu_G)] [K, p].
+
+    With A = U S V^T, Sigma_B^+ = V S^-2 V^T over singular values above
+    max(S) * max(K, p) * eps (numpy's pinv rule), so only a K x p SVD is needed.
+    """
+    _, s, vh = torch.linalg.svd(a, full_matrices=False)  # s [r], vh [r, p]
+    if len(s) == 0 or float(s[0]) == 0.0:
+        return math.nan
+    keep = s > s[0] * max(a.shape) * torch.finfo(F64).eps
+    v, s = vh[keep], s[keep]
+    return float(((v @ sigma_w * v).sum(1) / s.square()).sum()) / K
+
+
+def collapse_measures(m: ClassMoments, weight: torch.Tensor | None = None) -> dict[str, float]:
+    """Every moment-based NC measure (see module docstring).  ``weight``: head W [K, p]."""
+    present = m.n > 0
+    N = float(m.n.sum())
+    if N == 0:
+        raise ValueError("collapse_measures: no samples were accumulated")
+    n, mean = m.n[present], m.mean[present]  # [K', ...]
+    mu_g = (n.unsqueeze(1) * mean).sum(0) / N  # [p]
+    tr_sw = float(m.m2.trace()) / N
+    diff = mean - mu_g
+    tr_sb = float((n * diff.square().sum(1)).sum()) / N
+    norm_mean, norm_max = float(m.norm_sum) / N, float(m.norm_max)
+    out: dict[str, float] = {
+        "tr_sw": tr_sw,
+        "tr_sb": tr_sb,
+        "rnc1_max": _ratio(tr_sw, norm_max**2, "RNC1 (max-norm scale)"),
+        "rnc1_mean": _ratio(tr_sw, norm_mean**2, "RNC1 (mean-norm scale)"),
+        "nc1": _ratio(tr_sw, tr_sb, "NC1 = Tr(Sigma_W)/Tr(Sigma_B)"),
+        "feat_norm_mean": norm_mean,
+        "feat_norm_max": norm_max,
+    }
+    K = int(present.sum())
+    out["nc1_pinv"] = _nc1_pinv(m.m2 / N, diff * (n / N).sqrt().unsqueeze(1), K)
+    out["cdnv"] = _cdnv(mean, m.m2_class[present] / n)
+    sv = torch.linalg.svdvals(mean)
+    out["nc2"] = float(sv[0] / sv[-1]) if float(sv[-1]) > 0 else math.inf
+    centred = mean - mean.mean(0)  # centred on the average of the class means
+    out["nc2_etf"] = _etf_distance(centred) if K > 1 else math.nan
+    if weight is not None:
+        out["nc3"] = _nc3(weight.detach().to(F64)[present], centred)
+    return out
+
+
+def ncc_agreement(feats: torch.Tensor, logits: torch.Tensor, m: ClassMoments) -> float:
+    """NC4: fraction of rows where argmax(logits) equals argmin_c ||g - mu_c|| (-> 1).
+
+    Only classes present in ``m`` are candidate centres.
+    """
+    g = feats.detach().reshape(len(feats), -1).to(F64)
+    dist = torch.cdist(g, m.mean.to(g.device))  # [n, K]
+    dist[:, m.n.to(g.device) == 0] = math.inf
+    ncc = dist.argmin(1)
+    return float((ncc == logits.argmax(1)).to(F64).mean())

@@ -1,0 +1,263 @@
+"""The training loop: minibatch steps between evaluation points, checkpoints, resume.
+
+One evaluation point = one forward pass per split (``latephase.measures.evaluate``) -> one
+record appended to metrics.jsonl.  Records hold no wall-clock values, so a resumed run writes
+exactly the same metrics.jsonl as an uninterrupted one (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latephase.config import Config, OptimConfig
+from latephase.data import Dataset, build_dataset
+from latephase.measures import LossFn, evaluate
+from latephase.models import build_model
+from latephase.runs import RunDir, atomic_torch_save
+from latephase.timescales import compute_timescales
+
+# ----------------------------------------------------------------------------- registries
+
+
+def _sse(num_classes: int) -> LossFn:
+    """Summed squared error against one-hot targets: sum_k (f_k(x) - 1[y=k])^2 per sample."""
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (logits - F.one_hot(y, num_classes).to(logits.dtype)).square().sum(1)
+
+    return loss
+
+
+def _cross_entropy(num_classes: int) -> LossFn:
+    """-log softmax(f(x))_y per sample."""
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, reduction="none")
+
+    return loss
+
+
+LOSSES: dict[str, Callable[[int], LossFn]] = {"sse": _sse, "cross_entropy": _cross_entropy}
+
+
+def _adamw(params: Iterable[nn.Parameter], c: OptimConfig) -> torch.optim.Optimizer:
+    b1, b2 = (tuple(c.betas) + (0.999,))[:2]
+    return torch.optim.AdamW(params, lr=c.lr, betas=(b1, b2), eps=c.eps,
+                             weight_decay=c.weight_decay)
+
+
+def _sgd(params: Iterable[nn.Parameter], c: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+
+OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], OptimConfig], torch.optim.Optimizer]] = {
+    "adamw": _adamw,
+    "sgd": _sgd,
+}
+
+
+def _paper_schedule(total: int, points: int) -> list[int]:
+    """Every step below 30, every 10 below 150, then every ``total // 150`` steps."""
+    every = max(1, total // 150)
+    return [s for s in range(total + 1) if s < 30 or (s < 150 and s % 10 == 0) or s % every == 0]
+
+
+def _log_schedule(total: int, points: int) -> list[int]:
+    """Step 0 and ``points`` log-spaced steps from 1 to ``total`` (duplicates merged)."""
+    if points < 2:
+        return [0, total]
+    ratio = total ** (1.0 / (points - 1))
+    return sorted({0, total} | {min(total, round(ratio**i)) for i in range(points)})
+
+
+SCHEDULES: dict[str, Callable[[int, int], list[int]]] = {
+    "paper": _paper_schedule,
+    "log": _log_schedule,
+}
+
+
+def eval_steps(total: int, schedule: str = "paper", points: int = 200) -> list[int]:
+    """Sorted evaluation steps in [0, total]; always includes 0 and ``total``."""
+    steps = set(SCHEDULES[schedule](total, points)) | {0, total}
+    return sorted(steps)
+
+
+# ----------------------------------------------------------------------------- sampler
+
+
+class EpochSampler:
+    """Minibatches drawn without replacement within each epoch (a fresh permutation per
+    epoch; an incomplete last batch is dropped).  Its state is saved in checkpoints."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size = n, min(batch_size, n)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > len(self.perm):
+            self.perm = torch.randperm(self.n, generator=self.gen)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "perm": self.perm.clone(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.perm, self.pos = state["perm"].clone(), int(state["pos"])
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a request checked between optimizer steps, so a checkpoint
+    is always taken at a step boundary.  A second signal interrupts immediately."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", disable=not enabled,
+                dynamic_ncols=True, file=sys.stderr, smoothing=0.05)
+
+
+def _postfix(rec: dict[str, Any], rnc1_key: str) -> str:
+    return (f"train {rec['train/acc']:.3f} | test {rec['test/acc']:.3f} | "
+            f"RNC1 {rec.get(rnc1_key, math.nan):.3g}")
+
+
+def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = True,
+          data: Dataset | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into ``run`` (continuing from its checkpoint when ``resume``).
+
+    Returns the summary written to summary.json.  ``stop_after`` (tests) interrupts the run
+    right after that many optimizer steps, saving a checkpoint as a Ctrl-C would.
+    """
+    torch.set_num_threads(cfg.train.threads)
+    data = build_dataset(cfg.data) if data is None else data
+    K = data.num_classes
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, K)
+    head = model.head
+    opt = OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
+    loss_fn = LOSSES[cfg.train.loss](K)
+    sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, cfg.seed + 1_000_003)
+    schedule = eval_steps(cfg.train.steps, cfg.train.eval_schedule, cfg.train.eval_points)
+    rnc1_key = f"train/rnc1_{cfg.measures.rnc1_scale}"
+    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+
+    step, done, wall_before = 0, 0, 0.0
+    if resume and run.checkpoint_path.exists():
+        ck = torch.load(run.checkpoint_path, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        sampler.load_state_dict(ck["sampler"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, done, wall_before = int(ck["step"]), int(ck["evals_done"]), float(ck["wall_time"])
+    if resume:
+        run.truncate_after(schedule[done - 1] if done else -1)
+
+    t0 = time.perf_counter()
+    times = {"train": 0.0, "eval": 0.0}
+    last_ckpt = t0
+    summary: dict[str, Any] = {"status": "running", "step": step}
+
+    def checkpoint() -> None:
+        run.sync()
+        atomic_torch_save({
+            "model": model.state_dict(), "optim": opt.state_dict(),
+            "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "step": step, "evals_done": done,
+            "wall_time": wall_before + time.perf_counter() - t0,
+        }, run.checkpoint_path)
+
+    def finish(status: str, **extra: Any) -> dict[str, Any]:
+        records = run.records()
+        scales = compute_timescales(records, cfg.timescales, rnc1_key)
+        wall = wall_before + time.perf_counter() - t0
+        summary.update(status=status, step=step, timescales=scales,
+                       final=records[-1] if records else {}, wall_time_s=wall,
+                       session_train_s=times["train"], session_eval_s=times["eval"],
+                       evaluations=len(records), **extra)
+        run.write_summary(summary)
+        return summary
+
+    run.write_summary({**run.summary(), "status": "running", "step": step})
+    bar = _progress(cfg.train.steps, step, progress)
+    xs, ys = data.x_train, data.y_train
+    model.train()
+    with StopFlag() as stop:
+        try:
+            for target in schedule[done:]:
+                t_train = time.perf_counter()
+                while step < target:
+                    if stop.requested or (stop_after is not None and step >= stop_after):
+                        raise KeyboardInterrupt
+                    idx = sampler.next()
+                    loss = loss_fn(model(xs[idx]), ys[idx]).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    step += 1
+                t_eval = time.perf_counter()
+                times["train"] += t_eval - t_train
+                record = {"step": step, **evaluate(model, splits, K, loss_fn=loss_fn, head=head,
+                                                   batch_size=cfg.train.eval_batch_size)}
+                times["eval"] += time.perf_counter() - t_eval
+                run.append(record)
+                done += 1
+                bar.update(step - bar.n)
+                bar.set_postfix_str(_postfix(record, rnc1_key), refresh=False)
+                if not math.isfinite(record["train/loss"]):
+                    checkpoint()
+                    return finish("diverged", error=f"train loss is {record['train/loss']} at "
+                                                     f"step {step}")
+                now = time.perf_counter()
+                if now - last_ckpt >= cfg.train.checkpoint_every_s or target == schedule[-1]:
+                    checkpoint()
+                    last_ckpt = now
+        except KeyboardInterrupt:
+            checkpoint()
+            finish("interrupted", error=f"interrupted at step {step}; continue with --resume")
+            raise
+        except Exception as exc:
+            finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            bar.close()
+            run.close()
+        return finish("finished")
