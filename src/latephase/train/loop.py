@@ -51,9 +51,13 @@ LOSSES: dict[str, Callable[[int], LossFn]] = {"sse": _sse, "cross_entropy": _cro
 
 
 def _adamw(params: Iterable[nn.Parameter], c: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay on every parameter; the fused kernel (one pass over
+    the parameters instead of several) when the parameters are on CPU or CUDA."""
     b1, b2 = (tuple(c.betas) + (0.999,))[:2]
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(params, lr=c.lr, betas=(b1, b2), eps=c.eps,
-                             weight_decay=c.weight_decay)
+                             weight_decay=c.weight_decay, fused=fused)
 
 
 def _sgd(params: Iterable[nn.Parameter], c: OptimConfig) -> torch.optim.Optimizer:
@@ -148,6 +152,23 @@ class StopFlag:
             signal.signal(sig, old)
 
 
+def run_steps(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn,
+              sampler: EpochSampler, xs: torch.Tensor, ys: torch.Tensor, n: int,
+              should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Up to ``n`` optimizer steps on minibatches of (xs, ys); the loss is the batch mean of
+    the per-sample loss.  Stops early (between steps) when ``should_stop()``; returns the
+    number of steps taken."""
+    for i in range(n):
+        if should_stop():
+            return i
+        idx = sampler.next()
+        loss = loss_fn(model(xs[idx]), ys[idx]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return max(n, 0)
+
+
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
@@ -224,15 +245,11 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
         try:
             for target in schedule[done:]:
                 t_train = time.perf_counter()
-                while step < target:
-                    if stop.requested or (stop_after is not None and step >= stop_after):
-                        raise KeyboardInterrupt
-                    idx = sampler.next()
-                    loss = loss_fn(model(xs[idx]), ys[idx]).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
+                limit = target if stop_after is None else min(target, stop_after)
+                step += run_steps(model, opt, loss_fn, sampler, xs, ys, limit - step,
+                                  lambda: stop.requested)
+                if step < target:
+                    raise KeyboardInterrupt
                 t_eval = time.perf_counter()
                 times["train"] += t_eval - t_train
                 record = {"step": step, **evaluate(model, splits, K, loss_fn=loss_fn, head=head,

@@ -1,0 +1,93 @@
+"""``latephase bench``: throughput of the paper's setting, as ratios measured in one process.
+
+Absolute timings on shared machines are noisy, so every target is a ratio of two timings
+taken in the same process on one thread:
+
+- training step (paper MLP 784-200-200-200-10, batch 100, AdamW, summed squared error)
+  against its FLOP floor: the same step's matrix multiplies done with plain ``torch.mm``
+  (forward X W^T, weight gradients dY^T X, input gradients dY W except for the first layer);
+  target: step time <= 1.5 x floor;
+- one evaluation point (train 1000 + held-out 4000, every measure) in training steps;
+  target: < 40 steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from latephase.config import make_config
+from latephase.data import build_dataset
+from latephase.measures import evaluate
+from latephase.models import build_model
+from latephase.train.loop import LOSSES, OPTIMIZERS, EpochSampler, run_steps
+
+
+def best_time(fn: Callable[[], object], repeats: int, inner: int) -> float:
+    """Minimum over ``repeats`` of the mean time of ``inner`` calls (seconds per call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        best = min(best, (time.perf_counter() - t) / inner)
+    return best
+
+
+def matmul_floor(widths: list[int], batch: int) -> Callable[[], None]:
+    """The matrix multiplies of one training step of an MLP with layer sizes ``widths``."""
+    g = torch.Generator().manual_seed(0)
+    layers = []
+    for i, (din, dout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers.append((torch.randn(batch, din, generator=g), torch.randn(dout, din, generator=g),
+                       torch.randn(batch, dout, generator=g), i > 0))
+
+    def step() -> None:
+        for x, w, dy, need_dx in layers:
+            torch.mm(x, w.T)  # forward
+            torch.mm(dy.T, x)  # weight gradient
+            if need_dx:
+                torch.mm(dy, w)  # input gradient
+
+    return step
+
+
+def main(quick: bool = False) -> int:
+    torch.set_num_threads(1)
+    repeats, inner = (3, 100) if quick else (7, 300)
+    cfg = make_config("demo")
+    data = build_dataset(cfg.data)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    opt = OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
+    loss_fn = LOSSES[cfg.train.loss](data.num_classes)
+    sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, 0)
+    xs, ys = data.x_train, data.y_train
+
+    t_step = best_time(lambda: run_steps(model, opt, loss_fn, sampler, xs, ys, 1), repeats, inner)
+    widths = [xs.shape[1], *cfg.model.widths, data.num_classes]
+    t_floor = best_time(matmul_floor(widths, cfg.train.batch_size), repeats, inner)
+    splits = {"train": (xs, ys), "test": (data.x_test, data.y_test)}
+    t_eval = best_time(lambda: evaluate(model, splits, data.num_classes, loss_fn=loss_fn,
+                                        head=model.head), max(2, repeats // 2), 3)
+    flops = 2 * cfg.train.batch_size * sum(
+        a * b * (3 if i > 0 else 2) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+    )
+    rows = [
+        ("threads", f"{torch.get_num_threads()}"),
+        ("training step (batch 100)", f"{t_step * 1e3:.3f} ms  ({1 / t_step:,.0f} steps/s)"),
+        ("matmul FLOP floor of one step", f"{t_floor * 1e3:.3f} ms  "
+                                          f"({flops / t_floor / 1e9:.1f} GFLOP/s, "
+                                          f"{flops / 1e6:.0f} MFLOP)"),
+        ("step / floor  (target <= 1.5)", f"{t_step / t_floor:.2f}"),
+        ("evaluation point (1000 + 4000, all measures)", f"{t_eval * 1e3:.1f} ms"),
+        ("evaluation / step  (target < 40)", f"{t_eval / t_step:.1f}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("latephase bench: paper MLP on the embedded MNIST subset, one process")
+    for k, v in rows:
+        print(f"  {k.ljust(width)}  {v}")
+    return 0

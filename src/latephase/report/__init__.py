@@ -1,0 +1,171 @@
+"""Figures and the text summary of a run, drawn from its run directory alone.
+
+Each panel is a function ``(ax, df, scales) -> None`` registered in :data:`PANELS`; every
+panel is saved on its own (``figures/<name>.png``) and together in ``figures/overview.png``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from latephase.runs import RunDir
+
+Panel = Callable[[Any, Any, dict[str, Any]], None]
+
+_MARKS = (("t_fit", "t_fit", ":", "tab:gray"), ("t_grok", "t_grok", "--", "tab:green"),
+          ("t_collapse", "t_collapse", "-.", "tab:purple"))
+
+
+def _positive_steps(df: Any) -> Any:
+    return df[df["step"] > 0]
+
+
+def _mark_times(ax: Any, scales: dict[str, Any]) -> None:
+    """Vertical lines at t_fit, t_grok and t_collapse (when reached)."""
+    for key, label, style, color in _MARKS:
+        t = scales.get(key)
+        if t is not None and t > 0:
+            ax.axvline(t, ls=style, color=color, lw=1.2, label=f"{label} = {t:,.0f}")
+
+
+def _setup(ax: Any, title: str, ylabel: str) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def panel_accuracy(ax: Any, df: Any, scales: dict[str, Any]) -> None:
+    d = _positive_steps(df)
+    ax.plot(d["step"], d["train/acc"], label="train", color="tab:blue")
+    ax.plot(d["step"], d["test/acc"], label="held-out", color="tab:orange")
+    _mark_times(ax, scales)
+    _setup(ax, "(a) accuracy", "accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def panel_collapse(ax: Any, df: Any, scales: dict[str, Any]) -> None:
+    d = _positive_steps(df)
+    key = str(scales.get("thresholds", {}).get("collapse", {}).get("key", "train/rnc1_mean"))
+    proxy = key.rsplit("_", 1)[-1]
+    for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
+        name = "held-out" if split == "test" else split
+        ax.plot(d["step"], d[f"{split}/rnc1_{proxy}"], color=color, label=f"RNC1 {name}")
+        ax.plot(d["step"], d[f"{split}/nc1"], color=color, ls="--", label=f"NC1 {name}")
+    _mark_times(ax, scales)
+    _setup(ax, f"(b) within-class variability (RNC1: {proxy}-norm scale)", "RNC1, NC1")
+    ax.set_yscale("log")
+    ax.legend(loc="lower left", fontsize=8)
+
+
+def panel_nc2(ax: Any, df: Any, scales: dict[str, Any]) -> None:
+    d = _positive_steps(df)
+    ax.plot(d["step"], d["train/nc2"], color="tab:blue", label="train")
+    ax.plot(d["step"], d["test/nc2"], color="tab:orange", label="held-out")
+    ax.axhline(1.0, color="black", lw=0.8, ls=":")
+    _mark_times(ax, scales)
+    _setup(ax, "(c) NC2: condition number of class means", "NC2 (1 = orthogonal, equinorm)")
+    ax.set_yscale("log")
+    ax.legend(loc="upper right", fontsize=8)
+
+
+def panel_bound(ax: Any, df: Any, scales: dict[str, Any]) -> None:
+    d = _positive_steps(df)
+    ax.plot(d["step"], d["test/bound"], color="tab:red", label="Theorem 3.2 bound (held-out)")
+    ax.plot(d["step"], d["test/error"], color="tab:orange", label="held-out error")
+    ax.axhline(1.0, color="black", lw=0.8, ls=":")
+    _mark_times(ax, scales)
+    _setup(ax, "(d) generalization bound vs held-out error", "error probability")
+    ax.set_yscale("log")
+    ax.legend(loc="lower left", fontsize=8)
+
+
+PANELS: dict[str, Panel] = {
+    "accuracy": panel_accuracy,
+    "collapse": panel_collapse,
+    "nc2": panel_nc2,
+    "bound": panel_bound,
+}
+
+
+def write_figures(run_dir: str | Path, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """Draw every panel of a run into ``<run>/figures``; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = RunDir.open(run_dir)
+    df = run.metrics()
+    if len(df) == 0:
+        return []
+    scales = run.summary().get("timescales", {}) or {}
+    out_dir = run.figures_dir
+    out_dir.mkdir(exist_ok=True)
+    written: list[Path] = []
+    for name, panel in PANELS.items():
+        fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
+        panel(ax, df, scales)
+        written += _save(fig, out_dir / name, formats)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.4), layout="constrained")
+    for ax, panel in zip(axes.flat, PANELS.values(), strict=True):
+        panel(ax, df, scales)
+    fig.suptitle(f"{run.path.name}")
+    written += _save(fig, out_dir / "overview", formats)
+    return written
+
+
+def _save(fig: Any, stem: Path, formats: tuple[str, ...]) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=110)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "not reached" if x is None else str(x)
+    if isinstance(x, float) and abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def summary_table(summary: dict[str, Any], records: list[dict[str, Any]] | None = None) -> str:
+    """A short plain-text table of a run's outcome."""
+    sc = summary.get("timescales", {}) or {}
+    fin = summary.get("final", {}) or {}
+    th = sc.get("thresholds", {})
+    key = th.get("collapse", {}).get("key", "train/rnc1_mean")
+    rows = [
+        ("status", summary.get("status", "?")),
+        ("steps", _fmt(summary.get("step"))),
+        (f"t_fit   (train acc >= {th.get('fit', {}).get('threshold', '?')})", _fmt(sc.get("t_fit"))),
+        (f"t_grok  (held-out acc >= {th.get('grok', {}).get('threshold', '?')})",
+         _fmt(sc.get("t_grok"))),
+        (f"t_collapse ({key} <= "
+         f"{th.get('collapse', {}).get('fraction_of_value_at_t_fit', '?')} x value at t_fit)",
+         _fmt(sc.get("t_collapse"))),
+        ("final train / held-out accuracy",
+         f"{_fmt(fin.get('train/acc'))} / {_fmt(fin.get('test/acc'))}"),
+        (f"{key} at t_fit -> final", f"{_fmt(sc.get('rnc1_at_fit'))} -> {_fmt(fin.get(key))}"),
+        ("held-out error / Theorem 3.2 bound",
+         f"{_fmt(fin.get('test/error'))} / {_fmt(fin.get('test/bound'))}"),
+        ("wall time", f"{summary.get('wall_time_s', math.nan):.1f} s"),
+    ]
+    if records:
+        gap = [r for r in records if r.get("train/acc", 0) >= 1.0]
+        if gap:
+            worst = min(r["test/acc"] for r in gap)
+            rows.insert(5, ("lowest held-out acc while train acc = 1", _fmt(worst)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

@@ -1,0 +1,27 @@
+"""Shared fixtures: small, fast configurations of the paper's setting."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latephase.config import Config, make_config
+
+torch.set_num_threads(1)
+
+SMALL = [
+    "train.steps=120",
+    "model.widths=[32, 32]",
+    "data.train_size=200",
+    "data.test_size=300",
+    "train.checkpoint_every_s=0",
+    "optim.weight_decay=0.1",
+    "train.eval_schedule=log",
+    "train.eval_points=30",
+]
+
+
+@pytest.fixture
+def small_cfg() -> Config:
+    """The demo setting shrunk to run in about a second."""
+    return make_config("demo", overrides=list(SMALL))
