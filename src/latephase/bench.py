@@ -21,7 +21,7 @@ import torch
 from latephase.config import make_config
 from latephase.data import build_dataset
 from latephase.measures import evaluate
-from latephase.models import build_model
+from latephase.models import build_model, head_of
 from latephase.train.loop import LOSSES, OPTIMIZERS, EpochSampler, run_steps
 
 
@@ -72,10 +72,10 @@ def main(quick: bool = False) -> int:
     t_floor = best_time(matmul_floor(widths, cfg.train.batch_size), repeats, inner)
     splits = {"train": (xs, ys), "test": (data.x_test, data.y_test)}
     t_eval = best_time(lambda: evaluate(model, splits, data.num_classes, loss_fn=loss_fn,
-                                        head=model.head), max(2, repeats // 2), 3)
-    flops = 2 * cfg.train.batch_size * sum(
-        a * b * (3 if i > 0 else 2) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
-    )
+                                        head=head_of(model)), max(2, repeats // 2), 3)
+    pairs = list(zip(widths[:-1], widths[1:], strict=True))
+    flops = 2 * cfg.train.batch_size * sum(a * b * (3 if i else 2)
+                                           for i, (a, b) in enumerate(pairs))
     rows = [
         ("threads", f"{torch.get_num_threads()}"),
         ("training step (batch 100)", f"{t_step * 1e3:.3f} ms  ({1 / t_step:,.0f} steps/s)"),

@@ -52,7 +52,9 @@ class DataConfig:
     seed: int = field(
         default=0, metadata=_rng(0, doc="seed of the train/held-out split (fixed across run seeds)")
     )
-    normalize: bool = field(default=True, metadata=_rng(doc="standardise with mean/std 0.1307/0.3081"))
+    normalize: bool = field(
+        default=True, metadata=_rng(doc="standardise with mean/std 0.1307/0.3081")
+    )
 
 
 @dataclass(frozen=True)

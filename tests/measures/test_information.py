@@ -12,6 +12,7 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 from scipy.stats import ortho_group
+from threadpoolctl import threadpool_limits
 
 from latephase.errors import ConfigError
 from latephase.measures.information import (
@@ -28,6 +29,14 @@ from latephase.measures.information import (
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    # One BLAS thread: the suite is sized for one core, and multi-threaded OpenBLAS on a
+    # loaded machine made single nHSIC calls 10-100x slower (busy-waiting threads).
+    with threadpool_limits(1):
+        yield
 
 
 def correlated_gaussian(
@@ -106,31 +115,37 @@ def test_knn_estimators_high_dim_gaussian_known_bias(d: int) -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_kl_knn_independent_within_3_standard_errors(seed: int) -> None:
     # Independent X [20 dims] and Z [10 dims], default parameters (PCA to 3+3).  True I = 0.
-    # The SE (disjoint-group subsampling) matched the seed-to-seed sd within 10 % in a
-    # 30-seed calibration (se 0.026-0.030 vs sd 0.026-0.031), so 3 SE is an honest band;
-    # the SE is also checked to be small (< 0.06 nats), i.e. not inflated to pass.
+    # In a 30-seed run the estimates had mean +0.009, sd 0.023, and the jackknife SE averaged
+    # 0.041 (10-90 % range 0.027-0.056): conservative by ~1.7x here, which the calibration
+    # test below bounds (< 2x).  The SE is also capped at 0.1 nats (4x the true sd) so a
+    # blown-up SE cannot make this test pass.
     rng = np.random.default_rng(100 + seed)
     x = rng.standard_normal((2000, 20))
     z = rng.standard_normal((2000, 10)) * rng.uniform(0.1, 10, 10)
     y = rng.integers(0, 10, 2000)
     res = kl_knn(x, z, y, seed=seed)
     se = res.stderr["izx"]
-    assert 0.0 < se < 0.06
+    assert 0.0 < se < 0.1
     assert abs(res.values["izx"]) < 3 * se, (res.values["izx"], se)
     # I(Z;Y) is also 0 here; same band.
     assert abs(res.values["izy"]) < 3 * res.stderr["izy"] + 1e-12
 
 
-@pytest.mark.parametrize("case", ["gaussian", "tanh"])
+@pytest.mark.parametrize("case", ["independent", "gaussian", "tanh"])
 def test_knn_standard_error_is_calibrated(case: str) -> None:
     # The reported SE should match the actual spread over independent datasets.  The
     # delete-a-group jackknife is conservative on average (Efron-Stein); development runs
-    # (25 seeds) gave SE/sd = 1.4 (Gaussian) and 0.97 (tanh, near-deterministic, where a
-    # 1/n subsampling SE was 2x too small).  20 replicates know the sd to about +-16 %, so
-    # we accept SE/sd in [0.7, 2.0]: neither too small (dishonest) nor absurdly inflated.
+    # (25 seeds) gave SE/sd = 1.7 (independent, 3+3), 1.3 (Gaussian, 2+2), 1.24 (clustered)
+    # and 0.92 (tanh, near-deterministic, where a 1/n subsampling SE was 2x too small).  20
+    # replicates know the sd to about +-16 %, so we accept SE/sd in [0.7, 2.2]: neither too
+    # small (dishonest) nor absurdly inflated.
     est, se = [], []
     for s in range(20):
-        if case == "gaussian":
+        if case == "independent":
+            rng = np.random.default_rng(300 + s)
+            x, z = rng.standard_normal((1000, 20)), rng.standard_normal((1000, 10))
+            y = rng.integers(0, 10, 1000)
+        elif case == "gaussian":
             x, z, _ = correlated_gaussian(1000, 2, 0.6, seed=200 + s)
             y = np.zeros(1000, dtype=int)
         else:
@@ -139,7 +154,7 @@ def test_knn_standard_error_is_calibrated(case: str) -> None:
         est.append(res.values["izx"])
         se.append(res.stderr["izx"])
     ratio = float(np.mean(se) / np.std(est, ddof=1))
-    assert 0.7 < ratio < 2.0, ratio
+    assert 0.7 < ratio < 2.2, ratio
 
 
 def mixture_reference(k_classes: int, radius: float, m: int = 200_000) -> float:
@@ -287,8 +302,9 @@ def test_nhsic_independent_near_null_and_dependent_larger() -> None:
     # null, estimated here from 10 random re-pairings (nHSIC is a sum over n^2 entries, so
     # this sd is small; 4 sd keeps the false-alarm rate < 1e-3).
     null = [
-        nhsic(x, z_ind[np.random.default_rng(s).permutation(n)], y, bandwidth="median")
-        .values["nhsic_zx"]
+        nhsic(x, z_ind[np.random.default_rng(s).permutation(n)], y, bandwidth="median").values[
+            "nhsic_zx"
+        ]
         for s in range(10)
     ]
     assert abs(ind["nhsic_zx"] - ind["nhsic_zx_null"]) < 4 * np.std(null, ddof=1)
@@ -352,9 +368,7 @@ def test_noise_channel_logdet_is_exact_for_gaussian_classes() -> None:
     # For g | Y=c ~ N(m_c, S_c), Z | Y=c ~ N(m_c, S_c + B^2 s^2 I) and Z | X ~ N(g, B^2 s^2 I),
     # so I(Z;X|Y=c) = 1/2 log det(S_c / (B^2 s^2) + I) exactly.  With the TRUE S_c: the
     # sample covariance of 20000 points is off by O(1/sqrt(20000)) per entry -> 2 % relative.
-    exact = np.mean(
-        [0.5 * np.linalg.slogdet(s / (b * sigma) ** 2 + np.eye(5))[1] for s in covs]
-    )
+    exact = np.mean([0.5 * np.linalg.slogdet(s / (b * sigma) ** 2 + np.eye(5))[1] for s in covs])
     assert res.values["logdet_bound"] == pytest.approx(exact, rel=0.02)
     # With the sample covariances (1/n_c, as documented) it is the same formula: 1e-10.
     sample = np.mean(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -56,7 +55,7 @@ def test_deterministic(tmp_path, small_cfg) -> None:
     _run(small_cfg, tmp_path / "b")
     a = (tmp_path / "a" / "metrics.jsonl").read_bytes()
     assert a == (tmp_path / "b" / "metrics.jsonl").read_bytes()
-    assert len(a.splitlines()) == len(eval_steps(small_cfg.train.steps))
+    assert len(a.splitlines()) == len(eval_steps(small_cfg.train.steps, "log", 30))
 
 
 @pytest.mark.parametrize("stop", [1, 57, 119])
@@ -89,7 +88,8 @@ def test_resume_from_older_checkpoint_drops_later_lines(tmp_path, small_cfg) -> 
         fh.write('{"step": 91, "train/ac')  # and a torn line
     train(small_cfg, RunDir.open(path), resume=True, progress=False)
     assert n_lines == 91
-    assert (path / "metrics.jsonl").read_bytes() == (tmp_path / "full" / "metrics.jsonl").read_bytes()
+    full = (tmp_path / "full" / "metrics.jsonl").read_bytes()
+    assert (path / "metrics.jsonl").read_bytes() == full
 
 
 def test_sigkill_then_resume(tmp_path) -> None:

@@ -110,7 +110,8 @@ def build_mnist(cfg: DataConfig) -> Dataset:
         x_test=_to_float(x_te, cfg.normalize),
         y_test=torch.as_tensor(y_te, dtype=torch.long),
         num_classes=10,
-        meta={"source": source, "normalization": [MNIST_MEAN, MNIST_STD] if cfg.normalize else None},
+        meta={"source": source,
+              "normalization": [MNIST_MEAN, MNIST_STD] if cfg.normalize else None},
     )
 
 

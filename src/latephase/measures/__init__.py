@@ -27,6 +27,8 @@ def measure_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classe
     Returns acc, loss (mean per-sample), error, the NC measures, nc4 and ``bound``
     (Theorem 3.2 with the bias, from this split's class moments).
     """
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    forward = model.forward_with_features  # type: ignore[assignment]
     was_training = model.training
     model.eval()
     moments: ClassMoments | None = None
@@ -36,7 +38,7 @@ def measure_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classe
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
                 xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-                logits, g = model.forward_with_features(xb)  # [b, K], [b, p]
+                logits, g = forward(xb)  # [b, K], [b, p]
                 batch = ClassMoments.from_batch(g, yb, num_classes)
                 moments = batch if moments is None else moments.merge(batch)
                 loss_sum += float(loss_fn(logits, yb).to(torch.float64).sum())
@@ -61,7 +63,8 @@ def parameter_norms(model: nn.Module, head: nn.Linear) -> dict[str, float]:
     with torch.no_grad():
         total = sum(float(p.detach().to(torch.float64).square().sum()) for p in model.parameters())
         w2 = float(head.weight.detach().to(torch.float64).square().sum())
-        b2 = 0.0 if head.bias is None else float(head.bias.detach().to(torch.float64).square().sum())
+        bias = head.bias
+        b2 = 0.0 if bias is None else float(bias.detach().to(torch.float64).square().sum())
     return {"weight_norm": math.sqrt(total), "head_norm": math.sqrt(w2),
             "head_norm_with_bias": math.sqrt(w2 + b2)}
 

@@ -65,7 +65,8 @@ class ClassMoments:
         self.norm_max = torch.zeros((), dtype=F64, device=dev)
 
     @classmethod
-    def from_batch(cls, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> ClassMoments:
+    def from_batch(cls, feats: torch.Tensor, labels: torch.Tensor,
+                   num_classes: int) -> ClassMoments:
         """Moments of one batch, centred on the batch's own class means (exact in float64)."""
         g = feats.detach().reshape(len(feats), -1).to(F64)  # [n, p]
         y = labels.detach().to(g.device).long()

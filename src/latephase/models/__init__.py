@@ -8,13 +8,16 @@ activation), ``head`` (the last ``nn.Linear``, f(x) = W g(x) + b), and
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from latephase.config import ModelConfig
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU,
+}
 
 
 class MLP(nn.Module):
@@ -40,6 +43,24 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+@runtime_checkable
+class FeatureModel(Protocol):
+    """What the run path needs of a model: one pass giving logits and features, and a head."""
+
+    head: nn.Linear
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def head_of(model: nn.Module) -> nn.Linear:
+    """The model's classifier layer ``model.head``; a TypeError if it is not an nn.Linear."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"{type(model).__name__}.head must be an nn.Linear, got "
+                        f"{type(head).__name__}")
+    return head
 
 
 def scale_parameters(module: nn.Module, scale: float) -> None:

@@ -149,7 +149,8 @@ def summary_table(summary: dict[str, Any], records: list[dict[str, Any]] | None 
     rows = [
         ("status", summary.get("status", "?")),
         ("steps", _fmt(summary.get("step"))),
-        (f"t_fit   (train acc >= {th.get('fit', {}).get('threshold', '?')})", _fmt(sc.get("t_fit"))),
+        (f"t_fit   (train acc >= {th.get('fit', {}).get('threshold', '?')})",
+         _fmt(sc.get("t_fit"))),
         (f"t_grok  (held-out acc >= {th.get('grok', {}).get('threshold', '?')})",
          _fmt(sc.get("t_grok"))),
         (f"t_collapse ({key} <= "

@@ -22,7 +22,7 @@ from torch import nn
 from latephase.config import Config, OptimConfig
 from latephase.data import Dataset, build_dataset
 from latephase.measures import LossFn, evaluate
-from latephase.models import build_model
+from latephase.models import build_model, head_of
 from latephase.runs import RunDir, atomic_torch_save
 from latephase.timescales import compute_timescales
 
@@ -161,8 +161,8 @@ def run_steps(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn,
     for i in range(n):
         if should_stop():
             return i
-        idx = sampler.next()
-        loss = loss_fn(model(xs[idx]), ys[idx]).mean()
+        idx = sampler.next()  # index_select: ~6x faster than xs[idx] for row gathers on CPU
+        loss = loss_fn(model(xs.index_select(0, idx)), ys.index_select(0, idx)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -193,7 +193,7 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     K = data.num_classes
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, K)
-    head = model.head
+    head = head_of(model)
     opt = OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
     loss_fn = LOSSES[cfg.train.loss](K)
     sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, cfg.seed + 1_000_003)

@@ -1,0 +1,284 @@
+"""Tests of latephase.measures.bounds (Theorem 3.2 of Sakamoto & Sato): Monte-Carlo validity on
+Gaussian mixtures, a naive loop reference, exact invariances, saturation, and the sign of the
+bias term (which the authors' reference implementation flips, science.md section 6.5).
+
+Every tolerance is stated next to its assertion with the reason for its size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from latephase.measures.bounds import theorem32_bound, theorem32_terms
+from latephase.measures.collapse import ClassMoments
+
+T = torch.as_tensor
+
+# --------------------------------------------------------------------------------------------
+# naive reference
+
+
+def naive_terms(mu, var, W, b) -> np.ndarray:
+    """[1 + max(M_ck, 0)^2 / V_c]^-1 by explicit loops; M_ck the biased margin along u_ck."""
+    K = len(W)
+    b = np.zeros(K) if b is None else np.asarray(b, dtype=float)
+    out = np.zeros((K, K))
+    for c in range(K):
+        for k in range(K):
+            if k == c:
+                continue
+            d = np.asarray(W[c], dtype=float) - np.asarray(W[k], dtype=float)
+            norm = math.sqrt(sum(x * x for x in d))
+            M = (sum(m * x for m, x in zip(mu[c], d, strict=True)) + b[c] - b[k]) / norm
+            if var[c] > 0:
+                out[c, k] = 1.0 / (1.0 + max(M, 0.0) ** 2 / var[c])
+            else:  # deterministic projection: error iff the margin is not positive
+                out[c, k] = 1.0 if M <= 0 else 0.0
+    return out
+
+
+def naive_bound(mu, var, priors, W, b) -> float:
+    t = naive_terms(mu, var, W, b)
+    p = np.asarray(priors, dtype=float) / np.sum(priors)
+    return float(sum(p[c] * t[c].sum() for c in range(len(W))))
+
+
+def test_terms_match_naive_loops():
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        K, p = int(rng.integers(2, 7)), int(rng.integers(1, 6))
+        mu = rng.normal(size=(K, p)) * 3
+        var = rng.exponential(size=K)
+        var[rng.integers(K)] = 0.0  # one deterministic class
+        W = rng.normal(size=(K, p))
+        b = None if seed % 3 == 0 else rng.normal(size=K) * 2
+        priors = rng.integers(0, 50, K) + 1
+        got = theorem32_terms(T(mu), T(var), T(W), None if b is None else T(b)).numpy()
+        ref = naive_terms(mu, var, W, b)
+        # same float64 formula, different operation order: ~1e-16 relative per term; the
+        # terms lie in [0, 1], so rtol 1e-12 / atol 1e-14 is a >100x margin
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+        assert np.all(np.diag(got) == 0)
+        bound = theorem32_bound(T(mu), T(var), T(priors), T(W), None if b is None else T(b))
+        assert bound == pytest.approx(naive_bound(mu, var, priors, W, b), rel=1e-12, abs=1e-14)
+
+
+def test_float32_inputs_are_promoted():
+    rng = np.random.default_rng(0)
+    mu, var, W, b = rng.normal(size=(3, 2)), rng.exponential(size=3), rng.normal(size=(3, 2)), \
+        rng.normal(size=3)
+    got = theorem32_terms(T(mu).float(), T(var).float(), T(W).float(), T(b).float())
+    assert got.dtype == torch.float64
+    ref = naive_terms(*(np.asarray(T(a).float(), dtype=float) for a in (mu, var, W, b)))
+    # the reference sees the same float32-rounded numbers, so float64 agreement ~1e-15
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------
+# (d) saturation and deterministic classes
+
+
+def test_nonpositive_margin_gives_term_one():
+    W = T([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])
+    # class 0 mean at x = -2: wrong side of class 1 (margin -2) and of class 2 (margin -2)
+    # class 1 mean at the origin: margin to class 0 is 0 exactly -> 1 as well
+    mu = T([[-2.0, 0.0], [0.0, 0.0], [-3.0, 0.0]])
+    t = theorem32_terms(mu, T([0.5, 0.5, 0.5]), W, None).numpy()
+    assert t[0, 1] == 1.0 and t[0, 2] == 1.0 and t[1, 0] == 1.0 and t[1, 2] == 1.0
+    # class 2 is on the right side of both: u_20 = -e1, M = 3/1... strictly inside (0, 1)
+    assert 0.0 < t[2, 0] < 1.0 and 0.0 < t[2, 1] < 1.0
+    # margin M = <mu_2, (w_2 - w_0)/||.||> = <(-3, 0), (-1, 0)> = 3 -> 1 / (1 + 9 / 0.5)
+    assert t[2, 0] == pytest.approx(1.0 / 19.0, rel=1e-14)
+    # everything on the wrong side: the bound saturates at K - 1 (it is not clipped to 1)
+    bound = theorem32_bound(-mu, T([0.5, 0.5, 0.5]), T([1.0, 1.0, 1.0]), W, None)
+    assert bound >= 1.0
+
+
+def test_zero_variance_class_is_a_step_function():
+    W, mu = T([[1.0], [-1.0]]), T([[0.0], [0.0]])
+    for b, expected in (([1.0, 0.0], [0.0, 1.0]), ([0.0, 0.0], [1.0, 1.0]),
+                        ([-1.0, 0.0], [1.0, 0.0])):
+        t = theorem32_terms(mu, T([0.0, 0.0]), W, T(b)).numpy()
+        assert [t[0, 1], t[1, 0]] == expected, b
+
+
+def test_identical_classifier_rows_decided_by_bias():
+    """w_c = w_k: class c beats k everywhere iff b_c > b_k (the 1/||w_c - w_k|| limit)."""
+    W, mu, var = T([[1.0, 2.0], [1.0, 2.0]]), T([[3.0, 0.0], [0.0, 3.0]]), T([1.0, 1.0])
+    t = theorem32_terms(mu, var, W, T([0.5, 0.0])).numpy()
+    assert t[0, 1] == 0.0 and t[1, 0] == 1.0
+    assert np.all(theorem32_terms(mu, var, W, None).numpy() == 1 - np.eye(2))
+
+
+# --------------------------------------------------------------------------------------------
+# (c) invariances
+
+
+def _random_problem(seed):
+    rng = np.random.default_rng(seed)
+    K, p = 4, 3
+    return (rng.normal(size=(K, p)) * 2, rng.exponential(size=K), rng.integers(1, 9, K),
+            rng.normal(size=(K, p)), rng.normal(size=K), rng)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_invariances(seed):
+    mu, var, pri, W, b, rng = _random_problem(seed)
+
+    def bound(mu_, var_, W_, b_):
+        return theorem32_bound(T(mu_), T(var_), T(pri), T(W_), None if b_ is None else T(b_))
+
+    ref = bound(mu, var, W, b)
+    # Every identity below is exact in real arithmetic; float64 evaluation differs by a few
+    # roundings of O(1) numbers, so rtol 1e-12.
+    B = 37.5
+    # (1) the representation scale cancels: g -> B g (means x B, variances x B^2) together
+    #     with b -> B b, since f = W (B g) + B b = B (W g + b) has the same argmax
+    assert bound(B * mu, B**2 * var, W, B * b) == pytest.approx(ref, rel=1e-12)
+    # (2) scaling the whole last layer (W, b) -> (a W, a b), a > 0
+    assert bound(mu, var, 0.01 * W, 0.01 * b) == pytest.approx(ref, rel=1e-12)
+    # (3) a common vector added to every row of W, a common constant to every b_c
+    shift = rng.normal(size=W.shape[1])
+    assert bound(mu, var, W + shift, b + 5.0) == pytest.approx(ref, rel=1e-12)
+    # (4) a rotation of feature space applied to means and rows of W
+    Q, _ = np.linalg.qr(rng.normal(size=(W.shape[1],) * 2))
+    assert bound(mu @ Q.T, var, W @ Q.T, b) == pytest.approx(ref, rel=1e-12)
+    # (5) priors given as counts or as probabilities
+    assert theorem32_bound(T(mu), T(var), T(pri / pri.sum()), T(W), T(b)) == \
+        pytest.approx(ref, rel=1e-12)
+    # Without a bias, scaling g alone is an invariance; with a bias it is NOT (the bias must
+    # be scaled with g): check both, so that (1) is not vacuous.
+    assert bound(B * mu, B**2 * var, W, None) == pytest.approx(bound(mu, var, W, None), rel=1e-12)
+    assert abs(bound(B * mu, B**2 * var, W, b) - ref) > 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# (a) Monte Carlo: the bound is never below the true error of argmax(W g + b)
+
+
+def mixture(seed: int, K: int, p: int, sep: float):
+    rng = np.random.default_rng(seed)
+    means = sep * rng.normal(size=(K, p))
+    chol = [rng.normal(size=(p, p)) * rng.uniform(0.3, 1.0) / math.sqrt(p) for _ in range(K)]
+    priors = rng.dirichlet(2.0 * np.ones(K))
+    return rng, means, chol, priors
+
+
+def sample(rng, means, chol, priors, n):
+    y = rng.choice(len(means), size=n, p=priors)
+    z = rng.normal(size=(n, means.shape[1]))
+    g = means[y] + np.einsum("npq,nq->np", np.stack(chol)[y], z)
+    return g, y
+
+
+def classifiers(rng, means, priors, kind):
+    K, p = means.shape
+    if kind == "good_bias":  # Gaussian-Bayes-like linear rule: nearest mean with prior bias
+        return means.copy(), -0.5 * (means**2).sum(1) + np.log(priors)
+    if kind == "good_nobias":  # centred means, no bias (good when the mixture is centred)
+        return means - means.mean(0), None
+    if kind == "bad_bias":  # random head, random bias
+        return rng.normal(size=(K, p)), 3.0 * rng.normal(size=K)
+    if kind == "wrong_bias":  # a good W spoiled by a large reversed bias
+        return means.copy(), 0.5 * (means**2).sum(1) * 3.0
+    raise ValueError(kind)
+
+
+MC_CASES = [(seed, K, kind) for seed, K in [(0, 2), (1, 3), (2, 4), (3, 5), (4, 2), (5, 3)]
+            for kind in ("good_bias", "good_nobias", "bad_bias", "wrong_bias")]
+
+
+@pytest.mark.parametrize(("seed", "K", "kind"), MC_CASES)
+def test_bound_dominates_monte_carlo_error(seed, K, kind):
+    p = 2 + seed % 3
+    rng, means, chol, priors = mixture(seed, K, p, sep=4.0)
+    W, b = classifiers(rng, means, priors, kind)
+    n = 200_000
+    g, y = sample(rng, means, chol, priors, n)
+    pred = (g @ W.T + (0.0 if b is None else b)).argmax(1)
+    err = float(np.mean(pred != y))
+    # binomial standard error of the Monte-Carlo error; 4 SE is a 3e-5 one-sided false-alarm
+    # probability per check (24 cases x 2 checks -> < 2e-3 in all, and the seeds are fixed)
+    se = math.sqrt(max(err * (1 - err), 1.0 / n) / n)
+    bT = None if b is None else T(b)
+
+    # population moments: E[g|c] = mean_c, E||g - mean_c||^2 = tr(L_c L_c^T)
+    var_pop = np.array([np.sum(L * L) for L in chol])
+    bound_pop = theorem32_bound(T(means), T(var_pop), T(priors), T(W), bT)
+    assert bound_pop >= err - 4 * se, (bound_pop, err)
+
+    # sample moments from an independent sample (as done on a held-out split)
+    g2, y2 = sample(rng, means, chol, priors, 20_000)
+    m = ClassMoments.from_batch(T(g2), T(y2), K)
+    bound_smp = theorem32_bound(m.mean, m.m2_class / m.n, m.n, T(W), bT)
+    assert bound_smp >= err - 4 * se, (bound_smp, err)
+
+    # the good rules must give a non-vacuous bound, otherwise the checks above prove little
+    if kind.startswith("good"):
+        assert bound_pop < 1.0, bound_pop
+
+
+def test_monte_carlo_check_has_power():
+    """The same Monte-Carlo check rejects a plausible wrong bound: dropping the union bound
+    (max over k instead of the sum) on a case where the sum is tight enough to matter."""
+    rng, means, chol, priors = mixture(7, 5, 2, sep=1.5)
+    W, b = classifiers(rng, means, priors, "good_bias")
+    g, y = sample(rng, means, chol, priors, 200_000)
+    err = float(np.mean((g @ W.T + b).argmax(1) != y))
+    se = math.sqrt(err * (1 - err) / len(y))
+    var_pop = np.array([np.sum(L * L) for L in chol])
+    terms = theorem32_terms(T(means), T(var_pop), T(W), T(b)).numpy()
+    p = priors / priors.sum()
+    correct = float((p * terms.sum(1)).sum())
+    wrong = float((p * terms.max(1)).sum())
+    assert correct >= err - 4 * se
+    assert wrong < err - 4 * se, (wrong, err)
+
+
+# --------------------------------------------------------------------------------------------
+# (e) the sign of the bias term
+
+
+def test_bias_sign_one_dimensional():
+    """1-D, two classes at g = 2 (class 0) and g = 1 (class 1), std 0.2, W = [[1], [-1]]:
+    class 0 wins iff 2 g + (b_0 - b_1) > 0.  With no bias every sample (g > 0) goes to class 0;
+    only the bias b = (-1.5, 1.5) puts the threshold at g = 1.5 between the classes."""
+    W = T([[1.0], [-1.0]])
+    mu, var, pri = T([[2.0], [1.0]]), T([0.04, 0.04]), T([0.5, 0.5])
+    right, none, flipped = T([-1.5, 1.5]), None, T([1.5, -1.5])
+
+    # margins by hand, u_01 = +1, u_10 = -1, ||w_0 - w_1|| = 2:
+    #   right:   M_01 = 2 + (-3)/2 = 0.5,  M_10 = -1 + 3/2 = 0.5 -> terms 1/(1 + 0.25/0.04)
+    #   none:    M_01 = 2, M_10 = -1 -> class 1 term = 1
+    #   flipped: M_01 = 3.5, M_10 = -2.5 -> class 1 term = 1
+    t = theorem32_terms(mu, var, W, right).numpy()
+    assert t[0, 1] == pytest.approx(1 / 7.25, rel=1e-14)
+    assert t[1, 0] == pytest.approx(1 / 7.25, rel=1e-14)
+    assert theorem32_terms(mu, var, W, flipped).numpy()[1, 0] == 1.0
+
+    b_right = theorem32_bound(mu, var, pri, W, right)
+    b_none = theorem32_bound(mu, var, pri, W, none)
+    b_flip = theorem32_bound(mu, var, pri, W, flipped)
+    assert b_right == pytest.approx(1 / 7.25, rel=1e-14)
+    assert b_right < 0.2 < 0.5 < b_none  # the right bias brings the bound down ...
+    assert b_flip > 0.5 > b_right  # ... and the flipped one sends it back up
+
+    # Monte Carlo: the classifier with the flipped bias really errs on all of class 1; its
+    # bound must cover that, while the sign-flipped formula (the reference implementation's
+    # bug, equivalent to evaluating with -b) certifies 0.14 and would fail the check.
+    rng = np.random.default_rng(0)
+    n = 200_000
+    y = rng.integers(0, 2, n)
+    g = np.where(y == 0, 2.0, 1.0) + 0.2 * rng.normal(size=n)
+    for bias, bnd in ((right, b_right), (flipped, b_flip)):
+        logits = g[:, None] * W.numpy().T + bias.numpy()
+        err = float(np.mean(logits.argmax(1) != y))
+        se = math.sqrt(max(err * (1 - err), 1.0 / n) / n)
+        assert bnd >= err - 4 * se, (bnd, err)
+        buggy = theorem32_bound(mu, var, pri, W, -bias)
+        if bias is flipped:
+            assert err > 0.45 and buggy < err - 4 * se
