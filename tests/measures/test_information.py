@@ -255,7 +255,7 @@ def test_nhsic_matches_naive_reference(bandwidth: str) -> None:
     # for the Cholesky route vs explicit inverses at condition number <= 1/eps = 1e5.
     x, z, y = dependent_data(200, seed=5)
     res = nhsic(x, z, y, bandwidth=bandwidth)
-    w_z, w_x = res.params["width_z"], res.params["width_x"]
+    w_z, w_x = float(res.params["width_z"]), float(res.params["width_x"])  # type: ignore[arg-type]
     if bandwidth == "paper":
         assert w_z == 2 * 25.0 * 10 and w_x == 2 * 25.0 * 20  # 2 sigma^2 dim, sigma = 5
     else:

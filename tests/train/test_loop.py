@@ -87,7 +87,7 @@ def test_resume_from_older_checkpoint_drops_later_lines(tmp_path, small_cfg) -> 
     with (path / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 91, "train/ac')  # and a torn line
     train(small_cfg, RunDir.open(path), resume=True, progress=False)
-    assert n_lines == 91
+    assert n_lines == len([s for s in eval_steps(120, "log", 30) if s <= 90])
     full = (tmp_path / "full" / "metrics.jsonl").read_bytes()
     assert (path / "metrics.jsonl").read_bytes() == full
 

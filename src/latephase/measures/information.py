@@ -583,16 +583,18 @@ def nhsic(
     computed ONCE on one seeded subsample of min(n, N) rows (``subsample(N, n, seed)``),
     never averaged over batches, so the value does not depend on how z was collected.
     Kernels: Gaussian for Z and X (x flattened), k(a, b) = exp(-||a - b||^2 / w) with
-      * ``bandwidth="paper"``: w = 2 sigma^2 dim (dim = number of columns of that variable,
-        sigma = 5; the rule of the HSIC-bottleneck code the paper's nHSIC comes from).  Fixed
-        width: NOT invariant to rescaling Z; large feature norms drive K toward I.
+      * ``bandwidth="paper"``: w = 2 sigma^2 dim, i.e. a Gaussian of variance sigma^2 dim
+        (dim = number of columns of that variable: p for Z, d_x for X; sigma = 5).  This is
+        the rule of the HSIC-bottleneck code (Ma et al. 2020) whose nHSIC the reference
+        implementation uses.  Fixed width: NOT invariant to rescaling Z; feature norms far
+        above sigma sqrt(dim) (e.g. init x8) drive K_Z toward I and nhsic_zx toward its null.
       * ``bandwidth="median"``: w = 2 s^2, s = median pairwise distance on the subsample
         (``sigma`` unused).  Invariant to a common rescaling of each variable.
     Linear kernel Y Y^T on one-hot labels, also doubly centred (R_Y is formed in closed form,
     R_Y = A (A^T A + n eps I)^{-1} A^T with A = H onehot(Y)).  The reference implementation
     centred one side only, left the label kernel uncentred and averaged per-batch values.
 
-    eps = 1e-5 (the paper's value; n eps = 0.01 at n = 1000) regularises the inverse; the
+    eps = 1e-5 (as in that code; n eps = 0.01 at n = 1000) regularises the inverse; the
     Gaussian-kernel eigenvalues below ~n eps are suppressed.  0 <= nHSIC(A;B) <= min(rank).
     Under independence nHSIC is not 0: its mean over random row pairings is exactly
     Tr(R_A) Tr(R_B) / (n - 1), reported as "nhsic_zx_null" / "nhsic_zy_null" for scale.
