@@ -94,7 +94,7 @@ def test_resume_from_older_checkpoint_drops_later_lines(tmp_path, small_cfg) -> 
 
 def test_sigkill_then_resume(tmp_path) -> None:
     """Kill the CLI with SIGKILL mid-run; `--resume` completes it with the same metrics."""
-    args = [*SMALL, "train.steps=600", "model.widths=[64, 64]"]
+    args = [*SMALL, "train.steps=1500", "model.widths=[64, 64]", "train.eval_schedule=paper"]
     base = [sys.executable, "-m", "latephase.cli", "run", "--preset", "demo", "--no-progress",
             "--no-figures", "--out", str(tmp_path)]
     ref = subprocess.run([*base, "--name", "ref", *args], capture_output=True, timeout=300)

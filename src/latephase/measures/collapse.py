@@ -68,9 +68,11 @@ class ClassMoments:
     def from_batch(cls, feats: torch.Tensor, labels: torch.Tensor,
                    num_classes: int) -> ClassMoments:
         """Moments of one batch, centred on the batch's own class means (exact in float64)."""
-        g = feats.detach().reshape(len(feats), -1).to(F64)  # [n, p]
+        g = feats.detach().flatten(1).to(F64)  # [n, p]
         y = labels.detach().to(g.device).long()
         out = cls(num_classes, g.shape[1], g.device)
+        if len(g) == 0:
+            return out
         n = torch.bincount(y, minlength=num_classes).to(F64)  # [K]
         sums = torch.zeros_like(out.mean).index_add_(0, y, g)  # [K, p]
         mean = sums / n.clamp(min=1).unsqueeze(1)
@@ -80,7 +82,7 @@ class ClassMoments:
         out.m2_class = torch.zeros_like(n).index_add_(0, y, centred.square().sum(1))
         norms = g.norm(dim=1)
         out.norm_sum = norms.sum()
-        out.norm_max = norms.max() if len(norms) else out.norm_max
+        out.norm_max = norms.max()
         return out
 
     def merge(self, other: ClassMoments) -> ClassMoments:
@@ -118,6 +120,12 @@ def _ratio(num: float, den: float, what: str) -> float:
     return num / den
 
 
+def _nan(what: str) -> float:
+    warnings.warn(f"{what} is undefined for these features; returning NaN", RuntimeWarning,
+                  stacklevel=3)
+    return math.nan
+
+
 def _etf_distance(centred: torch.Tensor) -> float:
     """|| G/||G||_F - T/||T||_F ||_F with G = Mc Mc^T and T = I - 11^T/K (simplex ETF Gram)."""
     K = centred.shape[0]
@@ -125,7 +133,7 @@ def _etf_distance(centred: torch.Tensor) -> float:
     target = torch.eye(K, dtype=F64, device=centred.device) - 1.0 / K
     gn = float(gram.norm())
     if gn == 0.0:
-        return math.nan
+        return _nan("NC2 ETF distance (all class means equal)")
     return float((gram / gn - target / target.norm()).norm())
 
 
@@ -133,7 +141,7 @@ def _nc3(weight: torch.Tensor, centred: torch.Tensor) -> float:
     """|| W/||W||_F - Mc/||Mc||_F ||_F (self-duality of classifier and class means)."""
     wn, mn = float(weight.norm()), float(centred.norm())
     if wn == 0.0 or mn == 0.0:
-        return math.nan
+        return _nan("NC3 (zero classifier or equal class means)")
     return float((weight / wn - centred / mn).norm())
 
 
@@ -147,17 +155,27 @@ def _cdnv(mean: torch.Tensor, var: torch.Tensor) -> float:
     num = (var.unsqueeze(0) + var.unsqueeze(1))[iu[0], iu[1]]
     den = 2.0 * d2[iu[0], iu[1]]
     if bool((den <= 0).any()):
-        return math.nan
+        return _nan("CDNV (two classes share a mean)")
     return float((num / den).mean())
 
 
-def _nc1_pinv(sigma_w: torch.Tensor, a: torch.Tensor, K: int) -> float:
+def _nc1_pinv(sigma_w: torch.Tensor, a: torch.Tensor, q: torch.Tensor, K: int) -> float:
     """Tr(Sigma_W Sigma_B^+) / K with Sigma_B = A^T A, A = [sqrt(p_c) (mu_c - mu_G)] [K, p].
 
-    With A = U S V^T, Sigma_B^+ = V S^-2 V^T over singular values above
-    max(S) * max(K, p) * eps (numpy's pinv rule), so only a K x p SVD is needed.
+    q = [sqrt(p_c)] satisfies q^T A = 0 exactly, but rounding leaves a residue along q that
+    scales with the uncentred means.  A Householder reflection H (H q = e_1) removes that
+    direction: Sigma_B = B^T B with B = (H A)[1:].  With B = U S V^T,
+    Sigma_B^+ = V S^-2 V^T over singular values above max(S) * max(K, p) * eps (numpy's pinv
+    rule), so only a (K-1) x p SVD is needed.
     """
-    _, s, vh = torch.linalg.svd(a, full_matrices=False)  # s [r], vh [r, p]
+    if K < 2:
+        return math.nan
+    v = q.clone()
+    v[0] -= 1.0  # v = q - e_1 (||q|| = 1)
+    vv = float(v @ v)
+    h_a = a - (2.0 / vv) * torch.outer(v, v @ a) if vv > 0 else a
+    b = h_a[1:]  # [K-1, p]
+    _, s, vh = torch.linalg.svd(b, full_matrices=False)  # s [r], vh [r, p]
     if len(s) == 0 or float(s[0]) == 0.0:
         return math.nan
     keep = s > s[0] * max(a.shape) * torch.finfo(F64).eps
@@ -187,10 +205,14 @@ def collapse_measures(m: ClassMoments, weight: torch.Tensor | None = None) -> di
         "feat_norm_max": norm_max,
     }
     K = int(present.sum())
-    out["nc1_pinv"] = _nc1_pinv(m.m2 / N, diff * (n / N).sqrt().unsqueeze(1), K)
+    sqrt_p = (n / N).sqrt()
+    out["nc1_pinv"] = _nc1_pinv(m.m2 / N, diff * sqrt_p.unsqueeze(1), sqrt_p, K)
     out["cdnv"] = _cdnv(mean, m.m2_class[present] / n)
     sv = torch.linalg.svdvals(mean)
-    out["nc2"] = float(sv[0] / sv[-1]) if float(sv[-1]) > 0 else math.inf
+    if float(sv[0]) == 0.0:
+        out["nc2"] = _nan("NC2 (all class means are zero)")
+    else:
+        out["nc2"] = float(sv[0] / sv[-1]) if float(sv[-1]) > 0 else math.inf
     centred = mean - mean.mean(0)  # centred on the average of the class means
     out["nc2_etf"] = _etf_distance(centred) if K > 1 else math.nan
     if weight is not None:
