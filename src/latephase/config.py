@@ -105,6 +105,27 @@ class MeasureConfig:
         default="mean",
         metadata=_rng(choices=("mean", "max"), doc="RNC1 proxy used for t_collapse and the bar"),
     )
+    information: tuple[str, ...] = field(
+        default=("nhsic", "kl_knn"),
+        metadata=_rng(choices=("nhsic", "kl_knn", "ksg", "noise_channel", "binning"),
+                      doc="information estimators computed at every evaluation point"),
+    )
+    information_splits: tuple[str, ...] = field(
+        default=("test",), metadata=_rng(choices=("train", "test"), doc="splits they run on")
+    )
+    information_n: int | None = field(
+        default=1000, metadata=_rng(2, doc="seeded subsample size (fixed for the whole run)")
+    )
+    information_seed: int = field(default=0, metadata=_rng(0, doc="subsample/estimator seed"))
+    nhsic_bandwidth: str = field(default="paper", metadata=_rng(choices=("paper", "median")))
+    nhsic_sigma: float = field(default=5.0, metadata=_rng(0.0, lo_open=True))
+    knn_k: int = field(default=3, metadata=_rng(1, doc="neighbours of kl_knn and ksg"))
+    knn_dim: int = field(default=3, metadata=_rng(1, doc="PCA dims of Z and of X for k-NN"))
+    knn_se_groups: int = field(default=10, metadata=_rng(0, doc="jackknife groups (0: no SE)"))
+    noise_sigma: float = field(
+        default=0.1, metadata=_rng(0.0, lo_open=True, doc="Theorem 3.4 noise level sigma")
+    )
+    binning_bins: int = field(default=30, metadata=_rng(2))
 
 
 @dataclass(frozen=True)

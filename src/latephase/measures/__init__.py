@@ -21,11 +21,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, y) -> 
 
 
 def measure_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, *,
-                  loss_fn: LossFn, head: nn.Linear, batch_size: int = 5000) -> dict[str, float]:
+                  loss_fn: LossFn, head: nn.Linear, batch_size: int = 5000,
+                  probe: Callable[[torch.Tensor], dict[str, float]] | None = None,
+                  ) -> dict[str, float]:
     """All per-split measures from one forward pass; ``model.forward_with_features`` required.
 
     Returns acc, loss (mean per-sample), error, the NC measures, nc4 and ``bound``
-    (Theorem 3.2 with the bias, from this split's class moments).
+    (Theorem 3.2 with the bias, from this split's class moments), plus whatever ``probe``
+    (e.g. an :class:`~latephase.measures.probe.InfoProbe`) computes from the same features.
     """
     forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     forward = model.forward_with_features  # type: ignore[assignment]
@@ -52,9 +55,12 @@ def measure_split(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classe
     n = len(x)
     out: dict[str, float] = {"acc": correct / n, "error": 1.0 - correct / n, "loss": loss_sum / n}
     out.update(collapse_measures(moments, head.weight))
-    out["nc4"] = ncc_agreement(torch.cat(feats), torch.cat(logits_all), moments)
+    all_feats = torch.cat(feats)
+    out["nc4"] = ncc_agreement(all_feats, torch.cat(logits_all), moments)
     variances = moments.m2_class / moments.n.clamp(min=1)
     out["bound"] = theorem32_bound(moments.mean, variances, moments.n, head.weight, head.bias)
+    if probe is not None:
+        out.update(probe(all_feats))
     return out
 
 
@@ -71,12 +77,15 @@ def parameter_norms(model: nn.Module, head: nn.Linear) -> dict[str, float]:
 
 def evaluate(model: nn.Module, splits: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
              num_classes: int, *, loss_fn: LossFn, head: nn.Linear,
-             batch_size: int = 5000) -> dict[str, float]:
+             batch_size: int = 5000,
+             probes: Mapping[str, Callable[[torch.Tensor], dict[str, float]]] | None = None,
+             ) -> dict[str, float]:
     """One record: ``{split}/{measure}`` for every split, plus the parameter norms."""
     record: dict[str, float] = {}
+    probes = probes or {}
     for name, (x, y) in splits.items():
         vals = measure_split(model, x, y, num_classes, loss_fn=loss_fn, head=head,
-                             batch_size=batch_size)
+                             batch_size=batch_size, probe=probes.get(name))
         record.update({f"{name}/{k}": v for k, v in vals.items()})
     record.update(parameter_norms(model, head))
     return record

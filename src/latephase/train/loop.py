@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from latephase.config import Config, OptimConfig
 from latephase.data import Dataset, build_dataset
 from latephase.measures import LossFn, evaluate
+from latephase.measures.probe import build_probes
 from latephase.models import build_model, head_of
 from latephase.runs import RunDir, atomic_torch_save
 from latephase.timescales import compute_timescales
@@ -189,6 +191,7 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     right after that many optimizer steps, saving a checkpoint as a Ctrl-C would.
     """
     torch.set_num_threads(cfg.train.threads)
+    threadpool_limits(cfg.train.threads)  # NumPy/SciPy BLAS (estimators): same thread budget
     data = build_dataset(cfg.data) if data is None else data
     K = data.num_classes
     torch.manual_seed(cfg.seed)
@@ -200,6 +203,7 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     schedule = eval_steps(cfg.train.steps, cfg.train.eval_schedule, cfg.train.eval_points)
     rnc1_key = f"train/rnc1_{cfg.measures.rnc1_scale}"
     splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+    probes = build_probes(cfg.measures, splits, K)
 
     step, done, wall_before = 0, 0, 0.0
     if resume and run.checkpoint_path.exists():
@@ -233,7 +237,8 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
         summary.update(status=status, step=step, timescales=scales,
                        final=records[-1] if records else {}, wall_time_s=wall,
                        session_train_s=times["train"], session_eval_s=times["eval"],
-                       evaluations=len(records), **extra)
+                       evaluations=len(records),
+                       information_params={s: p.params for s, p in probes.items()}, **extra)
         run.write_summary(summary)
         return summary
 
@@ -253,7 +258,8 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
                 t_eval = time.perf_counter()
                 times["train"] += t_eval - t_train
                 record = {"step": step, **evaluate(model, splits, K, loss_fn=loss_fn, head=head,
-                                                   batch_size=cfg.train.eval_batch_size)}
+                                                   batch_size=cfg.train.eval_batch_size,
+                                                   probes=probes)}
                 times["eval"] += time.perf_counter() - t_eval
                 run.append(record)
                 done += 1
