@@ -117,7 +117,103 @@ def write_figures(run_dir: str | Path, formats: tuple[str, ...] = ("png",)) -> l
         panel(ax, df, scales)
     fig.suptitle(f"{run.path.name}")
     written += _save(fig, out_dir / "overview", formats)
+    split = _info_split(df)
+    if split is not None:
+        for stem, draw in (("information_plane", information_plane), ("figure4", figure4)):
+            fig = draw(df, scales, split)
+            if fig is not None:
+                written += _save(fig, out_dir / stem, formats)
     return written
+
+
+# ----------------------------------------------------------------------------- information
+
+#: estimator -> (x-axis key, y-axis key, axis labels) of its information plane
+PLANES: dict[str, tuple[str, str, str, str]] = {
+    "kl_knn": ("izx", "izy", "I(Z;X) [nats]", "I(Z;Y) [nats]"),
+    "binning": ("izx", "izy", "I(Z;X) [nats]", "I(Z;Y) [nats]"),
+    "nhsic": ("nhsic_zx", "nhsic_zy", "nHSIC(Z;X)", "nHSIC(Z;Y)"),
+}
+#: estimator -> (key of its redundancy proxy, label)
+REDUNDANCY: dict[str, tuple[str, str]] = {
+    "kl_knn": ("redundancy", "I(Z;X) - I(Z;Y)  [k-NN, nats]"),
+    "nhsic": ("redundancy", "nHSIC(Z;X) - nHSIC(Z;Y)"),
+    "binning": ("redundancy", "I(Z;X) - I(Z;Y)  [binning, nats]"),
+    "noise_channel": ("logdet_bound", "Thm 3.4 log-det bound on I(Z;X|Y)"),
+}
+
+
+def _info_split(df: Any) -> str | None:
+    for split in ("test", "train"):
+        if any(c.startswith(f"{split}/") and c.count("/") == 2 for c in df.columns):
+            return split
+    return None
+
+
+def information_plane(df: Any, scales: dict[str, Any], split: str) -> Any:
+    """I(Z;X) against I(Z;Y), one trajectory coloured by log10(step), per estimator."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [e for e in PLANES if f"{split}/{e}/{PLANES[e][0]}" in df.columns]
+    if not names:
+        return None
+    d = _positive_steps(df)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.4),
+                             layout="constrained", squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        kx, ky, lx, ly = PLANES[name]
+        xv, yv = d[f"{split}/{name}/{kx}"], d[f"{split}/{name}/{ky}"]
+        ax.plot(xv, yv, color="0.7", lw=0.8, zorder=1)
+        sc = ax.scatter(xv, yv, c=np.log10(d["step"]), cmap="viridis", s=14, zorder=2)
+        for key, marker in (("t_fit", "s"), ("t_grok", "*"), ("t_collapse", "D")):
+            t = scales.get(key)
+            if t:
+                i = int((d["step"] - t).abs().idxmin())
+                ax.scatter(df.loc[i, f"{split}/{name}/{kx}"], df.loc[i, f"{split}/{name}/{ky}"],
+                           marker=marker, s=110, facecolor="none", edgecolor="red",
+                           label=f"{key} ~ {t:,.0f}", zorder=3)
+        ax.set_xlabel(lx)
+        ax.set_ylabel(ly)
+        ax.set_title(f"information plane: {name} ({'held-out' if split == 'test' else split})")
+        ax.legend(fontsize=8, loc="best")
+        fig.colorbar(sc, ax=ax, label="log10(step)")
+    return fig
+
+
+def figure4(df: Any, scales: dict[str, Any], split: str) -> Any:
+    """The paper's Figure 4 layout: each redundancy proxy, and RNC1, against step."""
+    import matplotlib.pyplot as plt
+
+    names = [e for e in REDUNDANCY if f"{split}/{e}/{REDUNDANCY[e][0]}" in df.columns]
+    if not names:
+        return None
+    d = _positive_steps(df)
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.6 * (len(names) + 1), 3.8),
+                             layout="constrained", squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        key, label = REDUNDANCY[name]
+        col = f"{split}/{name}/{key}"
+        ax.plot(d["step"], d[col], color="tab:red")
+        se = f"{col}_se"
+        if se in d.columns and d[se].notna().any():
+            ax.fill_between(d["step"], d[col] - d[se], d[col] + d[se], color="tab:red",
+                            alpha=0.2, lw=0, label="+/- 1 s.e. (jackknife)")
+            ax.legend(fontsize=8)
+        _mark_times(ax, scales)
+        _setup(ax, name, label)
+    ax = axes[0][-1]
+    key = str(scales.get("thresholds", {}).get("collapse", {}).get("key", "train/rnc1_mean"))
+    proxy = key.rsplit("_", 1)[-1]
+    ax.plot(d["step"], d[f"train/rnc1_{proxy}"], color="tab:blue", label="train")
+    ax.plot(d["step"], d[f"test/rnc1_{proxy}"], color="tab:orange", label="held-out")
+    _mark_times(ax, scales)
+    _setup(ax, "RNC1", f"RNC1 ({proxy}-norm scale)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    where = "held-out" if split == "test" else split
+    fig.suptitle(f"redundancy proxies ({where} split) fall with RNC1")
+    return fig
 
 
 def _save(fig: Any, stem: Path, formats: tuple[str, ...]) -> list[Path]:

@@ -1,0 +1,40 @@
+"""End to end: the `demo` preset reproduces the paper's grokking gap on the embedded MNIST.
+
+This is the acceptance check of `make run`: it trains the full demo (30,000 steps, about
+two minutes on one core), so it is marked slow; CI still runs it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from latephase.api import run
+from latephase.config import make_config
+from latephase.timescales import value_at
+
+
+@pytest.mark.slow
+def test_demo_groks(tmp_path) -> None:
+    cfg = make_config("demo")
+    run_dir, summary = run(cfg, tmp_path, "demo", progress=False)
+    assert summary["status"] == "finished"
+    recs = run_dir.records()
+    sc, fin = summary["timescales"], summary["final"]
+    # the grokking gap: the training set is fit while held-out accuracy is below 0.5
+    assert any(r["train/acc"] == 1.0 and r["test/acc"] < 0.5 for r in recs)
+    assert fin["test/acc"] >= 0.9
+    assert sc["t_fit"] is not None and sc["t_grok"] is not None
+    assert sc["t_grok"] >= 1.5 * sc["t_fit"]
+    assert fin["train/rnc1_mean"] < 0.2 * sc["rnc1_at_fit"]
+    # the Theorem 3.2 bound falls through grokking and is never below the held-out error
+    steps = [r["step"] for r in recs]
+    bound_fit = value_at(steps, [r["test/bound"] for r in recs], sc["t_fit"])
+    assert fin["test/bound"] < bound_fit
+    assert all(r["test/bound"] >= r["test/error"] for r in recs)
+    # information-bottleneck compression: both redundancy proxies end below their t_fit value
+    for key in ("test/nhsic/redundancy", "test/kl_knn/redundancy"):
+        at_fit = value_at(steps, [r[key] for r in recs], sc["t_fit"])
+        assert fin[key] < at_fit, key
+    names = {p.name for p in (run_dir.figures_dir).iterdir()}
+    assert {"accuracy.png", "collapse.png", "nc2.png", "bound.png", "overview.png",
+            "information_plane.png", "figure4.png"} <= names
