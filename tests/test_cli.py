@@ -113,7 +113,8 @@ def test_run_with_idx_root_and_report(tmp_path, capsys) -> None:
     code, out, _ = run_cli(["report", str(run)], capsys)
     assert code == 0
     assert {p.name for p in (run / "figures").iterdir()} == {
-        "accuracy.png", "collapse.png", "nc2.png", "bound.png", "overview.png"}
+        "accuracy.png", "collapse.png", "nc2.png", "bound.png", "overview.png",
+        "information_plane.png", "figure4.png"}
 
 
 def test_console_script_exit_code(tmp_path) -> None:

@@ -20,6 +20,8 @@ from latephase.config import TimescaleConfig
 
 
 def _interp_step(s0: float, s1: float, frac: float) -> float:
+    if frac <= 0.0 or frac >= 1.0:  # exactly on a point: no rounding through exp(log)
+        return s0 if frac <= 0.0 else s1
     if s0 <= 0:
         return s0 + frac * (s1 - s0)
     return math.exp(math.log(s0) + frac * (math.log(s1) - math.log(s0)))

@@ -176,7 +176,8 @@ def information_plane(df: Any, scales: dict[str, Any], split: str) -> Any:
         ax.set_xlabel(lx)
         ax.set_ylabel(ly)
         ax.set_title(f"information plane: {name} ({'held-out' if split == 'test' else split})")
-        ax.legend(fontsize=8, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
         fig.colorbar(sc, ax=ax, label="log10(step)")
     return fig
 
