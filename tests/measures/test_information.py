@@ -96,6 +96,43 @@ def test_knn_estimators_match_analytic_gaussian_mi(d: int, rho: float) -> None:
     assert abs(est_ksg - true) < tol, (est_ksg, true)
 
 
+def compressible_gaussian(n: int, d: int, rho: float, seed: int):
+    """X, Z in R^d, pairs (X_i, Z_i) with correlation rho and scale s_i, s decreasing with a
+    clear gap after the third (3, 2.2, 1.6 | 0.6, 0.5, ...), then each side rotated by its own
+    random orthogonal map.  The top-3 principal subspace of each side is spanned by the first
+    three pairs, so the MI that lossy compression to 3 PCA dims targets is analytic:
+    -1/2 sum_{i < min(d, 3)} log(1 - rho^2) (the remaining pairs are independent of it)."""
+    rng = np.random.default_rng(seed)
+    s = np.array([3.0, 2.2, 1.6, 0.6, 0.5, 0.4, 0.3, 0.2])[:d]
+    u = rng.standard_normal((n, d))
+    x = u * s
+    z = (rho * u + math.sqrt(1.0 - rho**2) * rng.standard_normal((n, d))) * s
+    if d > 1:
+        x = x @ ortho_group.rvs(d, random_state=seed)
+        z = z @ ortho_group.rvs(d, random_state=seed + 1) - 2.0
+    return x, z, -0.5 * min(d, 3) * math.log(1.0 - rho**2)
+
+
+@pytest.mark.parametrize("d", range(1, 9))
+@pytest.mark.parametrize("rho", [0.3, 0.6])
+def test_lossy_compression_pipeline_gaussian_dims_1_to_8(d: int, rho: float) -> None:
+    # The estimators with their DEFAULT lossy compression (PCA to 3 dims per side) on
+    # Gaussian (X, Z) of dimension 1..8: the estimate must match the analytic MI of the
+    # compressed variables (up to 0.67 nats here).  Tolerance max(0.1 nats, 10 %) (the
+    # issue's): at these MI values the 3+3-dim k-NN bias is <= 0.07 and its sd <= 0.04
+    # (measured), and the sample PCA subspace at n = 2000 with an eigen-gap of 1.6^2 : 0.6^2
+    # is within ~0.02 rad of the population one.  Not covered, and a documented limitation:
+    # at rho = 0.8 (1.53 nats over 3 pairs) KSG's bias is -0.05 to -0.17 and KL's up to -0.12,
+    # at or just past the 10 % line (k-NN MI estimators underestimate large MI).
+    x, z, target = compressible_gaussian(2000, d, rho, seed=100 + 10 * d + int(10 * rho))
+    y = np.zeros(2000, dtype=int)
+    tol = max(0.1, 0.1 * target)
+    est_kl = kl_knn(x, z, y, seed=2).values["izx"]
+    est_ksg = ksg(x, z, seed=2).values["izx"]
+    assert abs(est_kl - target) < tol, (est_kl, target)
+    assert abs(est_ksg - target) < tol, (est_ksg, target)
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known limitation: at n=2000 the 3H KL estimator is biased by about -0.12 nats at "
