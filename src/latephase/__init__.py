@@ -16,3 +16,7 @@ __version__ = "0.1.0"
 from latephase.runs import load_metrics  # noqa: E402
 
 __all__ = ["__version__", "load_metrics"]
+
+from latephase.tracker import Tracker  # noqa: E402
+
+__all__ += ["Tracker"]

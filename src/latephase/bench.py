@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from threadpoolctl import threadpool_limits
 
 from latephase.config import make_config
 from latephase.data import build_dataset
-from latephase.measures import evaluate
+from latephase.measures import PENULTIMATE, SplitAccumulator
 from latephase.measures import information as info
 from latephase.measures.probe import InfoProbe, estimator_params
 from latephase.models import build_model, head_of
+from latephase.tracker import Tracker
 from latephase.train.loop import LOSSES, OPTIMIZERS, EpochSampler, run_steps
 
 
@@ -82,6 +84,26 @@ def matmul_floor(widths: list[int], batch: int) -> Callable[[], None]:
     return step
 
 
+def tracker_overhead(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Any,
+                     repeats: int) -> tuple[float, float]:
+    """(bare, tracked) seconds to measure one split: a bare forward pass plus the measure
+    computation on its outputs, against ``Tracker.measure`` (hooks, mode switches, batching)
+    on the same split, every measure but the information estimators."""
+    head = head_of(model)
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    forward = model.forward_with_features  # type: ignore[assignment]
+
+    def bare() -> None:
+        with torch.no_grad():
+            logits, g = forward(x)
+            acc = SplitAccumulator(head.out_features, loss_fn, [PENULTIMATE])
+            acc.update(logits, {PENULTIMATE: g}, y)
+            acc.compute(head)
+
+    tracker = Tracker(model, {"test": (x, y)}, head="head", loss_fn=loss_fn, information=())
+    return paired_times(bare, tracker.measure, repeats, 3)
+
+
 def main(quick: bool = False) -> int:
     torch.set_num_threads(1)
     threadpool_limits(1)
@@ -99,8 +121,10 @@ def main(quick: bool = False) -> int:
     t_step, t_floor = paired_times(lambda: run_steps(model, opt, loss_fn, sampler, xs, ys, 1),
                                    matmul_floor(widths, cfg.train.batch_size), repeats, inner)
     splits = {"train": (xs, ys), "test": (data.x_test, data.y_test)}
-    t_eval = best_time(lambda: evaluate(model, splits, data.num_classes, loss_fn=loss_fn,
-                                        head=head_of(model)), max(2, repeats // 2), 3)
+    nc_only = Tracker(model, splits, head="head", loss_fn=loss_fn, information=())
+    t_eval = best_time(nc_only.measure, max(2, repeats // 2), 3)
+    t_bare, t_tracked = tracker_overhead(model, data.x_test, data.y_test, loss_fn,
+                                         max(3, repeats // 2))
     pairs = list(zip(widths[:-1], widths[1:], strict=True))
     with torch.no_grad():
         _, z = model.forward_with_features(data.x_test)  # type: ignore[operator]  # [4000, 200]
@@ -128,6 +152,9 @@ def main(quick: bool = False) -> int:
         ("step / floor  (target <= 1.5)", f"{t_step / t_floor:.2f}"),
         ("evaluation point (1000 + 4000, all measures)", f"{t_eval * 1e3:.1f} ms"),
         ("evaluation / step  (target < 40)", f"{t_eval / t_step:.1f}"),
+        ("held-out split: forward + measures, bare", f"{t_bare * 1e3:.1f} ms"),
+        ("held-out split through the Tracker", f"{t_tracked * 1e3:.1f} ms"),
+        ("Tracker / bare  (target <= 1.2)", f"{t_tracked / t_bare:.2f}"),
         (f"{names}, n=2000, p=200, from scratch (target < 1 s)", f"{t_info:.3f} s"),
         (f"{names} per evaluation (n={cfg.measures.information_n}, cached X)",
          f"{t_probe * 1e3:.1f} ms = {t_probe / t_step:.1f} steps"),

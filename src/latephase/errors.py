@@ -27,3 +27,7 @@ def unknown_choice(what: str, value: object, choices: object) -> str:
     """One-line message for a name that is not in a registry."""
     valid = ", ".join(sorted(map(str, choices)))  # type: ignore[call-overload]
     return f"unknown {what} {value!r}; valid choices: {valid}"
+
+
+class TrackerError(LatephaseError, ValueError):
+    """A Tracker was given a layer, head, split or labels it cannot measure."""

@@ -520,8 +520,11 @@ def test_registry_and_call_form() -> None:
     assert ESTIMATORS["noise_channel"](None, z, y, sigma=0.5).values == (
         noise_channel(z, y, sigma=0.5).values
     )
-    flat = binning(x, z, y).flat("test/")
-    assert set(flat) == {f"test/{k}{s}" for k in ("izx", "izy", "redundancy") for s in ("", "_se")}
+    flat = binning(x, z, y).flat("test/")  # binning has no standard error: no _se keys
+    assert set(flat) == {f"test/{k}" for k in ("izx", "izy", "redundancy")}
+    flat = kl_knn(x, z, y).flat("test/")  # the jackknife SE is logged, nulls have none
+    assert {"test/izx_se", "test/redundancy_se"} <= set(flat)
+    assert "test/izx_null_se" not in flat
     with pytest.raises(ConfigError, match="unknown estimator 'mine'; valid choices: binning"):
         estimate("mine", x, z, y)
 

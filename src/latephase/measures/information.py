@@ -70,11 +70,14 @@ class InfoResult:
     params: dict[str, object]
 
     def flat(self, prefix: str = "") -> dict[str, float]:
-        """``{prefix+key: value, prefix+key+"_se": stderr}`` for logging one record."""
+        """``{prefix+key: value, prefix+key+"_se": stderr}`` for logging one record (the
+        ``_se`` entry only where a standard error was computed)."""
         out: dict[str, float] = {}
         for key, val in self.values.items():
             out[prefix + key] = val
-            out[prefix + key + "_se"] = self.stderr.get(key, NAN)
+            se = self.stderr.get(key, NAN)
+            if not math.isnan(se):
+                out[prefix + key + "_se"] = se
         return out
 
 

@@ -127,14 +127,3 @@ def estimator_params(m: Any) -> dict[str, dict[str, Any]]:
         "binning": {"bins": m.binning_bins},
     }
     return {name: table[name] for name in m.information}
-
-
-def build_probes(m: Any, splits: Mapping[str, tuple[Any, Any]],
-                 num_classes: int) -> dict[str, InfoProbe]:
-    """One :class:`InfoProbe` per split named in ``m.information_splits``."""
-    if not m.information:
-        return {}
-    params = estimator_params(m)
-    return {name: InfoProbe(x, y, num_classes, params, n=m.information_n,
-                            seed=m.information_seed)
-            for name, (x, y) in splits.items() if name in m.information_splits}

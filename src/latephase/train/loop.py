@@ -22,11 +22,12 @@ from torch import nn
 
 from latephase.config import Config, OptimConfig
 from latephase.data import Dataset, build_dataset
-from latephase.measures import evaluate
-from latephase.measures.probe import build_probes
-from latephase.models import build_model, head_of
+from latephase.measures import PENULTIMATE
+from latephase.measures.probe import estimator_params
+from latephase.models import build_model
 from latephase.runs import RunDir, atomic_torch_save
 from latephase.timescales import compute_timescales
+from latephase.tracker import Tracker
 from latephase.train.optim import LeanAdamW
 
 # ----------------------------------------------------------------------------- registries
@@ -215,14 +216,17 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     K = data.num_classes
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, K)
-    head = head_of(model)
     opt = OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
     loss_fn = LOSSES[cfg.train.loss](K)
     sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, cfg.seed + 1_000_003)
     schedule = eval_steps(cfg.train.steps, cfg.train.eval_schedule, cfg.train.eval_points)
     rnc1_key = f"train/rnc1_{cfg.measures.rnc1_scale}"
     splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
-    probes = build_probes(cfg.measures, splits, K)
+    m = cfg.measures
+    tracker = Tracker(model, splits, head="head", num_classes=K, loss_fn=loss_fn,
+                      information=estimator_params(m), information_splits=m.information_splits,
+                      information_layers=[PENULTIMATE], information_n=m.information_n,
+                      seed=m.information_seed, batch_size=cfg.train.eval_batch_size)
 
     step, done, wall_before = 0, 0, 0.0
     if resume and run.checkpoint_path.exists():
@@ -257,7 +261,9 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
                        final=records[-1] if records else {}, wall_time_s=wall,
                        session_train_s=times["train"], session_eval_s=times["eval"],
                        evaluations=len(records),
-                       information_params={s: p.params for s, p in probes.items()}, **extra)
+                       information_params={f"{s}/{layer}".rstrip("/"): p.params
+                                           for (s, layer), p in tracker.probes.items()},
+                       **extra)
         run.write_summary(summary)
         return summary
 
@@ -276,9 +282,7 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
                     raise KeyboardInterrupt
                 t_eval = time.perf_counter()
                 times["train"] += t_eval - t_train
-                record = {"step": step, **evaluate(model, splits, K, loss_fn=loss_fn, head=head,
-                                                   batch_size=cfg.train.eval_batch_size,
-                                                   probes=probes)}
+                record = {"step": step, **tracker.measure()}
                 times["eval"] += time.perf_counter() - t_eval
                 run.append(record)
                 done += 1
