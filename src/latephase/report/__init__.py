@@ -123,6 +123,12 @@ def write_figures(run_dir: str | Path, formats: tuple[str, ...] = ("png",)) -> l
             fig = draw(df, scales, split)
             if fig is not None:
                 written += _save(fig, out_dir / stem, formats)
+        fig = layers_information_plane(df, scales, split)
+        if fig is not None:
+            written += _save(fig, out_dir / "layers_information_plane", formats)
+    fig = layers_rnc1(df, scales)
+    if fig is not None:
+        written += _save(fig, out_dir / "layers_rnc1", formats)
     return written
 
 
@@ -214,6 +220,68 @@ def figure4(df: Any, scales: dict[str, Any], split: str) -> Any:
     ax.legend(fontsize=8)
     where = "held-out" if split == "test" else split
     fig.suptitle(f"redundancy proxies ({where} split) fall with RNC1")
+    return fig
+
+
+def tracked_layers(df: Any, split: str = "train") -> list[str]:
+    """Names of the extra layers of a Tracker run (columns ``{split}/{layer}/rnc1_mean``)."""
+    head, tail = f"{split}/", "/rnc1_mean"
+    return [c[len(head):-len(tail)] for c in df.columns
+            if c.startswith(head) and c.endswith(tail) and c.count("/") == 2]
+
+
+def layers_rnc1(df: Any, scales: dict[str, Any]) -> Any:
+    """RNC1 of every tracked layer (and the penultimate one) against step."""
+    import matplotlib.pyplot as plt
+
+    layers = tracked_layers(df)
+    if not layers:
+        return None
+    d = _positive_steps(df)
+    fig, ax = plt.subplots(figsize=(7, 4.4), layout="constrained")
+    colors = plt.get_cmap("tab10")
+    for i, layer in enumerate(["", *layers]):
+        label = layer or "penultimate (head input)"
+        key = f"{layer}/rnc1_mean" if layer else "rnc1_mean"
+        ax.plot(d["step"], d[f"train/{key}"], color=colors(i), label=f"{label} train")
+        if f"test/{key}" in d.columns:
+            ax.plot(d["step"], d[f"test/{key}"], color=colors(i), ls="--",
+                    label=f"{label} held-out")
+    _mark_times(ax, scales)
+    _setup(ax, "RNC1 per layer (mean-norm scale)", "RNC1")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def layers_information_plane(df: Any, scales: dict[str, Any], split: str) -> Any:
+    """One information-plane trajectory per layer, for each estimator (start o, end x)."""
+    import matplotlib.pyplot as plt
+
+    layers = ["", *tracked_layers(df, split)]
+    names = [e for e in PLANES if any(
+        f"{split}/{layer + '/' if layer else ''}{e}/{PLANES[e][0]}" in df.columns
+        for layer in layers[1:])]
+    if not names:
+        return None
+    d = _positive_steps(df)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.4 * len(names), 4.4),
+                             layout="constrained", squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, name in zip(axes[0], names, strict=True):
+        kx, ky, lx, ly = PLANES[name]
+        for i, layer in enumerate(layers):
+            pre = f"{split}/{layer + '/' if layer else ''}{name}/"
+            if pre + kx not in d.columns:
+                continue
+            xv, yv = d[pre + kx].to_numpy(), d[pre + ky].to_numpy()
+            ax.plot(xv, yv, color=colors(i), lw=1.2, label=layer or "penultimate")
+            ax.scatter(xv[:1], yv[:1], color=colors(i), marker="o", s=30)
+            ax.scatter(xv[-1:], yv[-1:], color=colors(i), marker="x", s=50)
+        ax.set_xlabel(lx)
+        ax.set_ylabel(ly)
+        ax.set_title(f"layer-wise information plane: {name} (o start, x end)")
+        ax.legend(fontsize=8)
     return fig
 
 
