@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from latephase.errors import LatephaseError
 
@@ -57,6 +58,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from latephase.report.sweep import write_sweep_figures
+    from latephase.sweep import load_spec, run_sweep, summary_text
+
+    if bool(args.spec) == bool(args.preset):
+        raise LatephaseError("give exactly one of SPEC.toml or --preset NAME")
+    spec = load_spec(args.spec, args.preset)
+    summary = run_sweep(spec, args.out, executor=args.executor, workers=args.workers,
+                        address=args.address, progress=not args.no_progress)
+    print(summary_text(summary))
+    figs = write_sweep_figures(Path(args.out) / spec.name)
+    if figs:
+        print("figures:")
+        for f in figs:
+            print(f"  {f}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from latephase.config import load_preset, preset_names
 
@@ -77,6 +96,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "report": cmd_report, "presets": cmd_presets, "bench": cmd_bench,
+    "sweep": cmd_sweep,
 }
 
 
@@ -96,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-figures", action="store_true", help="skip drawing figures")
     rep = sub.add_parser("report", help="redraw a run's figures and print its summary")
     rep.add_argument("run_dir")
+    sw = sub.add_parser("sweep", help="run a grid of configs x seeds and summarise it")
+    sw.add_argument("spec", nargs="?", help="sweep spec TOML file")
+    sw.add_argument("--preset", help="named sweep preset (fig3-small, paper-fig3)")
+    sw.add_argument("--executor", default="local", help="local (process pool) or ray")
+    sw.add_argument("--workers", type=int, help="parallel runs (default: CPU count)")
+    sw.add_argument("--address", help="Ray cluster address (auto or HOST:PORT)")
+    sw.add_argument("--out", default="runs", help="parent directory of the sweep directory")
+    sw.add_argument("--no-progress", action="store_true")
     sub.add_parser("presets", help="list the named presets")
     b = sub.add_parser("bench", help="training and evaluation throughput benchmark")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")

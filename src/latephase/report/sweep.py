@@ -1,0 +1,127 @@
+"""Figures of a weight-decay sweep: the paper's Figure 3 and the time-scale plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from latephase.runs import load_metrics
+
+KEY = "optim.weight_decay"
+
+
+def _runs(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    summary = json.loads((root / "sweep_summary.json").read_text())
+    return summary, [r for r in summary["runs"] if KEY in r]
+
+
+def figure3(root: Path, rows: list[dict[str, Any]]) -> Any:
+    """Held-out accuracy (train dashed), RNC1 and NC2 against step, one colour per weight
+    decay: the seed mean as a line, the seed range as a band."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    wds = sorted({r[KEY] for r in rows}, reverse=True)
+    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
+    panels = (("test/acc", "accuracy (train dashed)", False), ("train/rnc1_mean",
+              "train RNC1 (mean-norm scale)", True), ("train/nc2", "train NC2", True))
+    for i, wd in enumerate(wds):
+        color = cmap(i / max(1, len(wds) - 1))
+        frames = []
+        for r in rows:
+            if r[KEY] == wd and (root / r["run"] / "metrics.jsonl").exists():
+                df = load_metrics(root / r["run"])
+                if len(df):
+                    frames.append(df.assign(seed=r["seed"]))
+        if not frames:
+            continue
+        d = pd.concat(frames)
+        d = d[d["step"] > 0]
+        for ax, (key, _, _) in zip(axes, panels, strict=True):
+            g = d.groupby("step")[key]
+            mean, lo, hi = g.mean(), g.min(), g.max()
+            ax.plot(mean.index, mean.values, color=color, label=f"wd {wd:g} (n={len(frames)})")
+            ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.2, lw=0)
+            if key == "test/acc":
+                tr = d.groupby("step")["train/acc"].mean()
+                ax.plot(tr.index, tr.values, color=color, ls="--", lw=1)
+    for ax, (_, label, logy) in zip(axes, panels, strict=True):
+        ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("weight-decay sweep (line: seed mean, band: seed range)")
+    return fig
+
+
+def timescale_plot(rows: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> Any:
+    """t_fit, t_grok, t_collapse against weight decay on log-log axes with fitted slopes."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fits = {p["prediction"].split()[0]: p.get("fit") for p in predictions}
+    fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
+    for key, color, marker in (("t_fit", "tab:gray", "s"), ("t_grok", "tab:green", "o"),
+                               ("t_collapse", "tab:purple", "D")):
+        pts = [(r[KEY], r[key]) for r in rows if r.get(key) and r["status"] == "finished"]
+        if not pts:
+            continue
+        xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+        fit = fits.get(key)
+        label = key
+        if fit and "slope" in fit:
+            grid = np.geomspace(xs.min(), xs.max(), 20)
+            ax.plot(grid, np.exp(fit["intercept"]) * grid ** fit["slope"], color=color, lw=1)
+            ci = "" if math.isnan(fit["lo"]) else f" [{fit['lo']:+.2f}, {fit['hi']:+.2f}]"
+            label = f"{key}: slope {fit['slope']:+.2f}{ci}"
+        ax.scatter(xs, ys, color=color, marker=marker, label=label, zorder=3)
+    if ax.has_data():
+        xs_all = [r[KEY] for r in rows]
+        ref = np.geomspace(min(xs_all), max(xs_all), 10)
+        ys_ref = [r["t_collapse"] or r["t_grok"] for r in rows if r["t_collapse"] or r["t_grok"]]
+        if ys_ref:
+            anchor = float(np.median(ys_ref)) * float(np.median(xs_all))
+            ax.plot(ref, anchor / ref, color="black", ls=":", lw=1, label="slope -1 (Thm 4.3)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("weight decay")
+    ax.set_ylabel("step")
+    ax.set_title("time scales against weight decay")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no run reached a time-scale threshold", ha="center",
+                transform=ax.transAxes)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def write_sweep_figures(root: str | Path) -> list[Path]:
+    """Draw ``figure3.png`` and ``timescales.png`` into ``<sweep>/figures``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    if not (root / "sweep_summary.json").exists():
+        return []
+    summary, rows = _runs(root)
+    if not rows:
+        return []
+    out = root / "figures"
+    out.mkdir(exist_ok=True)
+    written = []
+    for name, fig in (("figure3", figure3(root, rows)),
+                      ("timescales", timescale_plot(rows, summary.get("predictions", [])))):
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,351 @@
+"""Sweeps: a grid over config keys x seeds, run by an executor, summarised across runs.
+
+A sweep spec (TOML, or a preset in ``latephase/presets/sweeps``)::
+
+    name = "fig3-small"
+    preset = "demo"                          # base experiment
+    seeds = [0, 1]
+    [overrides]                              # applied to every run
+    "train.steps" = 60000
+    [grid]                                   # the cartesian product of these values
+    "optim.weight_decay" = [0.1, 0.03, 0.01]
+    [when."optim.weight_decay=0.01"]         # extra overrides for matching runs
+    "train.steps" = 100000
+
+Every run writes the usual run directory ``<out>/<sweep name>/<run name>``; the sweep writes
+``sweep.json`` (the spec) and ``sweep_summary.json`` (every run's status and time scales).
+Re-running a sweep skips finished runs and resumes unfinished ones from their checkpoints;
+a run that diverges or crashes is recorded as such and the others go on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from latephase.config import Config, load_toml, make_config, tomllib
+from latephase.errors import ConfigError, LatephaseError, unknown_choice
+from latephase.runs import RunDir, atomic_write_text
+
+SPEC_KEYS = {"name", "preset", "config", "seeds", "overrides", "grid", "when"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its directory name, grid point, seed and overrides."""
+
+    name: str
+    point: dict[str, Any]
+    seed: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    preset: str | None
+    config: str | None
+    seeds: tuple[int, ...]
+    overrides: dict[str, Any]
+    grid: dict[str, list[Any]]
+    when: dict[str, dict[str, Any]]
+
+    def runs(self) -> list[RunSpec]:
+        """Every (grid point, seed), with the overrides that apply to it."""
+        keys = list(self.grid)
+        out = []
+        for values in itertools.product(*(self.grid[k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            for seed in self.seeds:
+                ov = {**self.overrides, **point, "seed": seed}
+                for cond, extra in self.when.items():
+                    k, _, v = cond.partition("=")
+                    if k in point and _same(point[k], v):
+                        ov.update(extra)
+                out.append(RunSpec(_run_name(point, seed), point, seed, ov))
+        return out
+
+    def run_config(self, run: RunSpec) -> Config:
+        return make_config(self.preset, self.config, _nest(run.overrides))
+
+
+def _same(value: Any, text: str) -> bool:
+    try:
+        return bool(value == tomllib.loads(f"v = {text}")["v"])
+    except tomllib.TOMLDecodeError:
+        return str(value) == text
+
+
+SHORT = {"optim.weight_decay": "wd", "optim.lr": "lr", "train.steps": "steps"}
+
+
+def _run_name(point: Mapping[str, Any], seed: int) -> str:
+    parts = [f"{SHORT.get(k, k.rsplit('.', 1)[-1])}{v:g}" if isinstance(v, float)
+             else f"{SHORT.get(k, k.rsplit('.', 1)[-1])}{v}" for k, v in point.items()]
+    return "-".join([*parts, f"seed{seed}"])
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def sweep_preset_names() -> list[str]:
+    files = resources.files("latephase.presets").joinpath("sweeps").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".toml"))
+
+
+def load_spec(path: str | Path | None = None, preset: str | None = None) -> SweepSpec:
+    """Read and validate a sweep spec; every run's config is checked before anything runs."""
+    if preset is not None:
+        if preset not in sweep_preset_names():
+            raise ConfigError(unknown_choice("sweep preset", preset, sweep_preset_names()))
+        text = resources.files("latephase.presets").joinpath(f"sweeps/{preset}.toml").read_text()
+        raw = {"name": preset, **tomllib.loads(text)}
+    elif path is not None:
+        raw = load_toml(path)
+        raw.setdefault("name", Path(path).stem)
+    else:
+        raise ConfigError("give a sweep spec file or --preset")
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(unknown_choice("sweep key", sorted(unknown)[0], SPEC_KEYS))
+    grid = raw.get("grid", {})
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError("grid: expected a table of non-empty lists, e.g. "
+                          "\"optim.weight_decay\" = [0.1, 0.03]")
+    seeds = raw.get("seeds", [0])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
+        raise ConfigError(f"seeds: expected a non-empty list of ints, got {seeds!r}")
+    spec = SweepSpec(name=str(raw["name"]), preset=raw.get("preset"), config=raw.get("config"),
+                     seeds=tuple(seeds), overrides=dict(raw.get("overrides", {})), grid=grid,
+                     when={str(k): dict(v) for k, v in raw.get("when", {}).items()})
+    for run in spec.runs():
+        spec.run_config(run)  # raises ConfigError naming the bad key/value
+    return spec
+
+
+# ----------------------------------------------------------------------------- executing
+
+
+def run_one(run_path: str, cfg_dict: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+    """Run (or resume, or skip) one run directory; never raises: failures are recorded."""
+    import torch
+
+    from latephase import api
+    from latephase.config import config_from_dict
+
+    torch.set_num_threads(threads)
+    path = Path(run_path)
+    try:
+        run = RunDir(path)
+        if run.config_path.exists():
+            status = run.summary().get("status")
+            if status in ("finished", "diverged"):
+                return {"run": path.name, "status": status, "skipped": True}
+            _, summary = api.resume(path, progress=False)
+        else:
+            cfg = config_from_dict(cfg_dict)
+            _, summary = api.run(cfg, path.parent, path.name, progress=False)
+        return {"run": path.name, "status": summary["status"], "skipped": False}
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # fault isolation: record and go on
+        summary = RunDir(path).summary() if path.exists() else {}
+        if summary.get("status") == "running":
+            summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            RunDir(path).write_summary(summary)
+        return {"run": path.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _local(jobs: list[tuple[str, dict[str, Any]]], workers: int,
+           report: Callable[[dict[str, Any]], None]) -> None:
+    import multiprocessing as mp
+
+    if workers <= 1:
+        for path, cfg in jobs:
+            report(run_one(path, cfg))
+        return
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(run_one, path, cfg) for path, cfg in jobs]
+        for fut in as_completed(futures):
+            report(fut.result())
+
+
+def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
+         report: Callable[[dict[str, Any]], None], address: str | None = None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise LatephaseError("the ray executor needs Ray: pip install 'latephase[ray]' "
+                             "(or pip install 'ray[default]')") from None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(run_one)
+    refs = [remote.remote(path, cfg) for path, cfg in jobs]
+    while refs:
+        done, refs = ray.wait(refs, num_returns=1)
+        report(ray.get(done[0]))
+
+
+EXECUTORS = {"local": _local, "ray": _ray}
+
+
+def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, executor: str = "local",
+              workers: int | None = None, address: str | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Run every run of ``spec`` (skipping finished ones) and write the sweep summary."""
+    if executor not in EXECUTORS:
+        raise ConfigError(unknown_choice("executor", executor, EXECUTORS))
+    root = Path(out) / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "sweep.json", json.dumps({
+        "name": spec.name, "preset": spec.preset, "config": spec.config,
+        "seeds": list(spec.seeds), "overrides": spec.overrides, "grid": spec.grid,
+        "when": spec.when}, indent=2) + "\n")
+    runs = spec.runs()
+    jobs = [(str(root / r.name), spec.run_config(r).to_dict()) for r in runs]
+    workers = workers or os.cpu_count() or 1
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), unit="run", disable=not progress, file=sys.stderr)
+
+    def report(res: dict[str, Any]) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{res['run']}: {res['status']}")
+
+    try:
+        if executor == "ray":
+            _ray(jobs, workers, report, address)
+        else:
+            _local(jobs, workers, report)
+    finally:
+        bar.close()
+    return write_summary(root, spec)
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def collect(root: Path, spec: SweepSpec) -> list[dict[str, Any]]:
+    """One row per run: grid point, seed, status and time scales."""
+    rows = []
+    for r in spec.runs():
+        s = RunDir(root / r.name).summary()
+        sc = s.get("timescales") or {}
+        fin = s.get("final") or {}
+        rows.append({"run": r.name, **r.point, "seed": r.seed,
+                     "status": s.get("status", "missing"), "error": s.get("error"),
+                     "t_fit": sc.get("t_fit"), "t_grok": sc.get("t_grok"),
+                     "t_collapse": sc.get("t_collapse"),
+                     "final_test_acc": fin.get("test/acc"),
+                     "final_train_acc": fin.get("train/acc")})
+    return rows
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and a Student-t confidence interval (NaN half-width for fewer than 2 values)."""
+    from scipy import stats
+
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan, math.nan
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, math.nan, math.nan
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+    h = float(stats.t.ppf(0.5 + level / 2, len(v) - 1)) * sd / math.sqrt(len(v))
+    return m, m - h, m + h
+
+
+def loglog_fit(xs: Sequence[float], ys: Sequence[float],
+               level: float = 0.95) -> dict[str, float] | None:
+    """OLS fit log y = a + b log x over all runs; slope b with a Student-t interval."""
+    from scipy import stats
+
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True)
+           if x and y and x > 0 and y > 0]
+    if len({p[0] for p in pts}) < 2:
+        return None
+    res = stats.linregress([p[0] for p in pts], [p[1] for p in pts])
+    n = len(pts)
+    h = float(stats.t.ppf(0.5 + level / 2, n - 2)) * res.stderr if n > 2 else math.nan
+    return {"slope": float(res.slope), "lo": float(res.slope - h), "hi": float(res.slope + h),
+            "intercept": float(res.intercept), "n": n}
+
+
+def predictions(rows: list[dict[str, Any]], key: str = "optim.weight_decay") -> list[dict]:
+    """The predictions of Theorem 4.3 (science.md section 4), each with what the data say."""
+    ok = [r for r in rows if r["status"] == "finished" and key in r]
+    fits = {t: loglog_fit([r[key] for r in ok if r[t]], [r[t] for r in ok if r[t]])
+            for t in ("t_fit", "t_grok", "t_collapse")}
+    out = []
+
+    def verdict(fit: dict[str, float] | None, target: float) -> str:
+        if fit is None:
+            return "no data"
+        if math.isnan(fit["lo"]):
+            return "too few runs for an interval"
+        return "supported" if fit["lo"] <= target <= fit["hi"] else "not supported"
+
+    out.append({"prediction": f"t_fit does not depend on {key} (slope 0)",
+                "fit": fits["t_fit"], "verdict": verdict(fits["t_fit"], 0.0)})
+    for t in ("t_collapse", "t_grok"):
+        out.append({"prediction": f"{t} ~ 1/{key} (log-log slope -1)", "fit": fits[t],
+                    "verdict": verdict(fits[t], -1.0)})
+    gaps = [(r[key], r["t_grok"] - r["t_fit"]) for r in ok if r["t_grok"] and r["t_fit"]]
+    if len({g[0] for g in gaps}) >= 2:
+        from scipy import stats
+
+        rho = float(stats.spearmanr([g[0] for g in gaps], [g[1] for g in gaps]).statistic)
+        out.append({"prediction": f"t_grok - t_fit shrinks as {key} grows",
+                    "fit": {"spearman": rho},
+                    "verdict": "supported" if rho < 0 else "not supported"})
+    return out
+
+
+def write_summary(root: Path, spec: SweepSpec) -> dict[str, Any]:
+    rows = collect(root, spec)
+    summary: dict[str, Any] = {"name": spec.name, "runs": rows,
+                               "counts": {s: sum(r["status"] == s for r in rows)
+                                          for s in sorted({r["status"] for r in rows})}}
+    if "optim.weight_decay" in spec.grid:
+        summary["predictions"] = predictions(rows)
+    atomic_write_text(root / "sweep_summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    lines = [f"sweep {summary['name']}: " + ", ".join(f"{n} {s}" for s, n in
+                                                       summary["counts"].items())]
+    for r in summary["runs"]:
+        ts = "  ".join(f"{k}={r[k]:,.0f}" if r[k] else f"{k}=-"
+                       for k in ("t_fit", "t_grok", "t_collapse"))
+        acc = r["final_test_acc"]
+        lines.append(f"  {r['run']:28s} {r['status']:9s} {ts}  held-out acc "
+                     f"{acc if acc is None else round(acc, 3)}")
+    for p in summary.get("predictions", []):
+        fit = p["fit"] or {}
+        if "slope" in fit:
+            how = f"slope {fit['slope']:+.2f} [{fit['lo']:+.2f}, {fit['hi']:+.2f}] (n={fit['n']})"
+        elif "spearman" in fit:
+            how = f"Spearman rho {fit['spearman']:+.2f}"
+        else:
+            how = "no fit"
+        lines.append(f"  {p['prediction']:52s} {how:38s} {p['verdict']}")
+    return "\n".join(lines)
