@@ -148,3 +148,16 @@ def test_statistics() -> None:
     rows = [{**r, "t_grok": 1e3 / r["optim.weight_decay"] ** 0.5} for r in rows]
     fit = predictions(rows)[2]
     assert fit["fit"]["slope"] == pytest.approx(-0.5) and fit["verdict"] == "not supported"
+
+
+def test_ray_executor_two_runs(tmp_path) -> None:
+    pytest.importorskip("ray")
+    text = BASE.replace('"optim.weight_decay" = [0.3, 0.1]', '"optim.weight_decay" = [0.3]')
+    spec = load_spec(_spec(tmp_path, text))
+    summary = run_sweep(spec, tmp_path, executor="ray", workers=2, progress=False)
+    import ray
+
+    ray.shutdown()
+    assert summary["counts"] == {"finished": 2}
+    for run in ("wd0.3-seed0", "wd0.3-seed1"):
+        assert (tmp_path / "t" / run / "metrics.jsonl").exists()

@@ -195,7 +195,12 @@ def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
     except ImportError:
         raise LatephaseError("the ray executor needs Ray: pip install 'latephase[ray]' "
                              "(or pip install 'ray[default]')") from None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from clusters
+    if address is None:  # a local instance: no dashboard (it waits on network timeouts)
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True)
+    else:
+        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(run_one)
     refs = [remote.remote(path, cfg) for path, cfg in jobs]
     while refs:

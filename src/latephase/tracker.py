@@ -49,6 +49,7 @@ from latephase.measures import (
     flatten_record,
     parameter_norms,
 )
+from latephase.measures.information import ESTIMATORS
 from latephase.measures.probe import InfoProbe
 from latephase.runs import RunDir, atomic_write_text, environment
 
@@ -56,7 +57,10 @@ SplitSpec = tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | Callable[[], Ite
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), y, reduction="none")
+    """Per-sample cross-entropy, computed in at least float32 (half precision is upcast)."""
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    return F.cross_entropy(logits, y, reduction="none")
 
 
 def _find_head(model: nn.Module, head: str | None) -> tuple[str, nn.Linear]:
@@ -100,7 +104,7 @@ class Tracker:
         modules = dict(model.named_modules())
         for name in layers:
             _module(modules, name, "layer")
-        self.layers = [PENULTIMATE, *[n for n in layers if n != PENULTIMATE]]
+        self.layers = [PENULTIMATE, *dict.fromkeys(n for n in layers if n != PENULTIMATE)]
         self.num_classes = int(num_classes or self.head.out_features)
         self.loss_fn = loss_fn if loss_fn is not None else _cross_entropy
         if not splits:
@@ -110,6 +114,15 @@ class Tracker:
         self.information_splits = [s for s in information_splits if s in self.splits]
         self.information_layers = list(self.layers if information_layers is None
                                        else information_layers)
+        missing = [n for n in self.information_layers if n not in self.layers]
+        if missing:
+            raise TrackerError(f"information_layers {missing[0]!r} is not measured; add it to "
+                               f"layers (measured: {self.layers[1:] or 'only the head input'})")
+        names = information if isinstance(information, Mapping) else list(information)
+        unknown = [n for n in names if n not in ESTIMATORS]
+        if unknown:
+            raise TrackerError(f"information: unknown estimator {unknown[0]!r}; valid choices: "
+                               f"{', '.join(sorted(ESTIMATORS))}")
         self.information_n, self.seed = information_n, seed
         self.batch_size, self.keep_rows = batch_size, keep_rows
         self.probes: dict[tuple[str, str], InfoProbe] = {}
@@ -190,6 +203,10 @@ class Tracker:
             if "__logits__" not in store:
                 raise TrackerError(f"the head {self.head_name!r} was not called in forward")
             acc.update(store["__logits__"], store, y, x)
+        if acc.n == 0:
+            raise TrackerError(f"split {name!r} yielded no batches; a generator is used up "
+                               "after one pass: pass a zero-argument callable returning a "
+                               "fresh iterable (e.g. lambda: iter(loader))")
         if build:
             xs, ys = acc.inputs()
             for layer in self.information_layers:
@@ -244,6 +261,8 @@ class Tracker:
         if self.run is not None:
             if self.records:
                 self._write_summary(status)
+            else:
+                self.run.write_summary({"status": status, "step": None})
             self.run.close()
 
     def __enter__(self) -> Tracker:
