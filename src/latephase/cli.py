@@ -78,7 +78,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     from latephase.config import load_preset, preset_names
+    from latephase.sweep import load_spec, sweep_preset_names
 
+    for name in sweep_preset_names():
+        spec = load_spec(preset=name)
+        grid = ", ".join(f"{k}={v}" for k, v in spec.grid.items())
+        print(f"{name:14s} sweep of {spec.preset}: {grid}, seeds {list(spec.seeds)} "
+              f"({len(spec.runs())} runs)")
     for name in preset_names():
         p = load_preset(name)
         o, t = p.get("optim", {}), p.get("train", {})

@@ -306,21 +306,40 @@ def predictions(rows: list[dict[str, Any]], key: str = "optim.weight_decay") -> 
             return "no data"
         if math.isnan(fit["lo"]):
             return "too few runs for an interval"
-        return "supported" if fit["lo"] <= target <= fit["hi"] else "not supported"
+        if fit["lo"] <= target <= fit["hi"]:
+            return f"consistent (interval contains {target:g})"
+        return f"not supported (interval excludes {target:g})"
 
-    out.append({"prediction": f"t_fit does not depend on {key} (slope 0)",
+    out.append({"key": "t_fit", "prediction": f"t_fit does not depend on {key} (slope 0)",
                 "fit": fits["t_fit"], "verdict": verdict(fits["t_fit"], 0.0)})
     for t in ("t_collapse", "t_grok"):
-        out.append({"prediction": f"{t} ~ 1/{key} (log-log slope -1)", "fit": fits[t],
-                    "verdict": verdict(fits[t], -1.0)})
+        out.append({"key": t, "prediction": f"{t} ~ 1/{key} (log-log slope -1)",
+                    "fit": fits[t], "verdict": verdict(fits[t], -1.0)})
     gaps = [(r[key], r["t_grok"] - r["t_fit"]) for r in ok if r["t_grok"] and r["t_fit"]]
     if len({g[0] for g in gaps}) >= 2:
         from scipy import stats
 
         rho = float(stats.spearmanr([g[0] for g in gaps], [g[1] for g in gaps]).statistic)
-        out.append({"prediction": f"t_grok - t_fit shrinks as {key} grows",
+        out.append({"key": "gap", "prediction": f"t_grok - t_fit shrinks as {key} grows",
                     "fit": {"spearman": rho},
-                    "verdict": "supported" if rho < 0 else "not supported"})
+                    "verdict": "consistent (rho < 0)" if rho < 0 else "not supported (rho >= 0)"})
+    return out
+
+
+def aggregate(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
+    """Per grid point: seed mean and 95 % Student-t interval of each time scale, over the
+    finished runs that reached it (``reached`` counts them)."""
+    out = []
+    points = sorted({tuple(r[k] for k in keys) for r in rows}, key=str)
+    for point in points:
+        group = [r for r in rows if tuple(r[k] for k in keys) == point
+                 and r["status"] == "finished"]
+        entry: dict[str, Any] = {**dict(zip(keys, point, strict=True)), "runs": len(group)}
+        for t in ("t_fit", "t_grok", "t_collapse"):
+            vals = [r[t] for r in group if r[t]]
+            m, lo, hi = mean_ci(vals)
+            entry[t] = {"mean": m, "lo": lo, "hi": hi, "reached": len(vals)}
+        out.append(entry)
     return out
 
 
@@ -329,10 +348,19 @@ def write_summary(root: Path, spec: SweepSpec) -> dict[str, Any]:
     summary: dict[str, Any] = {"name": spec.name, "runs": rows,
                                "counts": {s: sum(r["status"] == s for r in rows)
                                           for s in sorted({r["status"] for r in rows})}}
+    if spec.grid:
+        summary["aggregates"] = aggregate(rows, list(spec.grid))
     if "optim.weight_decay" in spec.grid:
         summary["predictions"] = predictions(rows)
     atomic_write_text(root / "sweep_summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _fmt_ci(d: dict[str, Any], runs: int) -> str:
+    if not d["reached"]:
+        return "not reached"
+    ci = "" if math.isnan(d["lo"]) else f" [{d['lo']:,.0f}, {d['hi']:,.0f}]"
+    return f"{d['mean']:,.0f}{ci} ({d['reached']}/{runs})"
 
 
 def summary_text(summary: dict[str, Any]) -> str:
@@ -344,6 +372,13 @@ def summary_text(summary: dict[str, Any]) -> str:
         acc = r["final_test_acc"]
         lines.append(f"  {r['run']:28s} {r['status']:9s} {ts}  held-out acc "
                      f"{acc if acc is None else round(acc, 3)}")
+    for a in summary.get("aggregates", []):
+        point = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("runs", "t_fit",
+                                                                         "t_grok", "t_collapse"))
+
+        lines.append(f"  {point}: t_fit {_fmt_ci(a['t_fit'], a['runs'])}; "
+                     f"t_grok {_fmt_ci(a['t_grok'], a['runs'])}; "
+                     f"t_collapse {_fmt_ci(a['t_collapse'], a['runs'])}")
     for p in summary.get("predictions", []):
         fit = p["fit"] or {}
         if "slope" in fit:

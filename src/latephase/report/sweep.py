@@ -65,7 +65,7 @@ def timescale_plot(rows: list[dict[str, Any]], predictions: list[dict[str, Any]]
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fits = {p["prediction"].split()[0]: p.get("fit") for p in predictions}
+    fits = {p.get("key"): p.get("fit") for p in predictions}
     fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     for key, color, marker in (("t_fit", "tab:gray", "s"), ("t_grok", "tab:green", "o"),
                                ("t_collapse", "tab:purple", "D")):
