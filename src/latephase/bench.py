@@ -3,7 +3,8 @@
 Absolute timings on shared machines are noisy, so every target is a ratio of two timings
 taken in the same process on one thread:
 
-- training step (paper MLP 784-200-200-200-10, batch 100, AdamW, summed squared error)
+- training step (paper MLP 784-200-200-200-10, batch 100, AdamW, summed squared error, the
+  hand-derived backward of :mod:`latephase.train.grad`; the autograd step is printed too)
   against its FLOP floor: the same step's matrix multiplies done with plain ``torch.mm``
   (forward X W^T, weight gradients dY^T X, input gradients dY W except for the first layer);
   target: step time <= 1.5 x floor;
@@ -31,6 +32,7 @@ from latephase.measures import information as info
 from latephase.measures.probe import InfoProbe, estimator_params
 from latephase.models import build_model, head_of
 from latephase.tracker import Tracker
+from latephase.train.grad import autograd_fn, make_grad_fn
 from latephase.train.loop import LOSSES, OPTIMIZERS, EpochSampler, run_steps
 
 
@@ -118,8 +120,12 @@ def main(quick: bool = False) -> int:
     xs, ys = data.x_train, data.y_train
 
     widths = [xs.shape[1], *cfg.model.widths, data.num_classes]
-    t_step, t_floor = paired_times(lambda: run_steps(model, opt, loss_fn, sampler, xs, ys, 1),
-                                   matmul_floor(widths, cfg.train.batch_size), repeats, inner)
+    floor = matmul_floor(widths, cfg.train.batch_size)
+    fast, slow = make_grad_fn(model, loss_fn), autograd_fn(model, loss_fn)
+    t_step, t_floor = paired_times(lambda: run_steps(fast, opt, sampler, xs, ys, 1), floor,
+                                   repeats, inner)
+    t_auto, t_floor2 = paired_times(lambda: run_steps(slow, opt, sampler, xs, ys, 1), floor,
+                                    repeats, inner)
     splits = {"train": (xs, ys), "test": (data.x_test, data.y_test)}
     nc_only = Tracker(model, splits, head="head", loss_fn=loss_fn, information=())
     t_eval = best_time(nc_only.measure, max(2, repeats // 2), 3)
@@ -150,6 +156,8 @@ def main(quick: bool = False) -> int:
                                           f"({flops / t_floor / 1e9:.1f} GFLOP/s, "
                                           f"{flops / 1e6:.0f} MFLOP)"),
         ("step / floor  (target <= 1.5)", f"{t_step / t_floor:.2f}"),
+        ("same step through autograd (train.fast_mlp=false) / floor",
+         f"{t_auto / t_floor2:.2f}"),
         ("evaluation point (1000 + 4000, all measures)", f"{t_eval * 1e3:.1f} ms"),
         ("evaluation / step  (target < 40)", f"{t_eval / t_step:.1f}"),
         ("held-out split: forward + measures, bare", f"{t_bare * 1e3:.1f} ms"),

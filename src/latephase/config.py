@@ -95,6 +95,9 @@ class TrainConfig:
         default=30.0, metadata=_rng(0.0, doc="seconds between checkpoints (0 = every evaluation)")
     )
     threads: int = field(default=1, metadata=_rng(1, doc="torch intra-op threads"))
+    fast_mlp: bool = field(
+        default=True, metadata=_rng(doc="hand-derived MLP backward (false: autograd)")
+    )
 
 
 @dataclass(frozen=True)
