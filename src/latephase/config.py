@@ -55,6 +55,13 @@ class DataConfig:
     normalize: bool = field(
         default=True, metadata=_rng(doc="standardise with mean/std 0.1307/0.3081")
     )
+    modulus: int = field(default=97, metadata=_rng(2, doc="modular: the prime p"))
+    operation: str = field(
+        default="+", metadata=_rng(choices=("+", "-", "*", "/"), doc="modular: a op b mod p")
+    )
+    train_fraction: float = field(
+        default=0.3, metadata=_rng(0.0, 1.0, lo_open=True, doc="modular: share of pairs trained")
+    )
 
 
 @dataclass(frozen=True)

@@ -115,8 +115,47 @@ def build_mnist(cfg: DataConfig) -> Dataset:
     )
 
 
+def _is_prime(p: int) -> bool:
+    return p >= 2 and all(p % d for d in range(2, int(p**0.5) + 1))
+
+
+MODULAR_OPS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
+    "+": lambda a, b, p: (a + b) % p,
+    "-": lambda a, b, p: (a - b) % p,
+    "*": lambda a, b, p: (a * b) % p,
+    "/": lambda a, b, p: (a * np.array([pow(int(v), p - 2, p) for v in b])) % p,
+}
+
+
+def build_modular(cfg: DataConfig) -> Dataset:
+    """The classic grokking task (Power et al. 2022): c = (a op b) mod p over all pairs.
+
+    Every pair (a, b) in [0, p)^2 (b != 0 for division) is enumerated; a seeded
+    ``train_fraction`` of them is trained on, the rest held out.  Inputs are the
+    concatenated one-hot codes of a and b, float32 [n, 2p]; labels c in [0, p).
+    """
+    p = cfg.modulus
+    if not _is_prime(p):
+        raise DataError(f"data.modulus={p} is not prime; choose a prime such as 97 or 113")
+    a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+    if cfg.operation == "/":
+        a, b = a[b != 0], b[b != 0]
+    c = MODULAR_OPS[cfg.operation](a, b, p)
+    order = np.random.default_rng(cfg.seed).permutation(len(c))
+    n_train = max(1, min(len(c) - 1, round(cfg.train_fraction * len(c))))
+    tr, te = np.sort(order[:n_train]), np.sort(order[n_train:])
+    x = np.zeros((len(c), 2 * p), dtype=np.float32)
+    x[np.arange(len(c)), a] = 1.0
+    x[np.arange(len(c)), p + b] = 1.0
+    x_t, y_t = torch.as_tensor(x), torch.as_tensor(c, dtype=torch.long)
+    return Dataset(x_train=x_t[tr], y_train=y_t[tr], x_test=x_t[te], y_test=y_t[te],
+                   num_classes=p, meta={"source": f"(a {cfg.operation} b) mod {p}",
+                                        "pairs": len(c), "train_pairs": n_train})
+
+
 DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
     "mnist": build_mnist,
+    "modular": build_modular,
 }
 
 

@@ -11,6 +11,7 @@ estimators on the same subsample (tested).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -58,13 +59,21 @@ class InfoProbe:
             build = builders.get(name, self._generic(name))
             self.computers[name] = build(dict(params))
         self.params: dict[str, dict[str, Any]] = {}
+        self._warned: set[tuple[type[Warning], str]] = set()
 
     def __call__(self, z: Any) -> dict[str, float]:
         """Every estimator on the probe's rows of ``z`` [N, p]; keys ``name/key``."""
         zs = _np(z[self.idx] if isinstance(z, torch.Tensor) else np.asarray(z)[self.idx])
         out: dict[str, float] = {}
         for name, compute in self.computers.items():
-            res = compute(zs)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = compute(zs)
+            for w in caught:  # the subsample is fixed: say each distinct problem once
+                key = (w.category, str(w.message))
+                if key not in self._warned:
+                    self._warned.add(key)
+                    warnings.warn(str(w.message), w.category, stacklevel=2)
             self.params[name] = res.params
             out.update(res.flat(f"{name}/"))
         return out
