@@ -574,3 +574,18 @@ def test_bad_input_raises_config_error() -> None:
         nhsic(x, z_nan, y)
     with pytest.raises(ConfigError, match="se_groups=1 is invalid"):
         kl_knn(x, z, y, se_groups=1)
+
+
+def test_probe_subsample_is_stratified_and_seeded() -> None:
+    from latephase.measures.probe import stratified_subsample
+
+    y = np.repeat(np.arange(97), 48)  # 97 classes as in modular addition's held-out split
+    idx = stratified_subsample(y, 1000, seed=0)
+    counts = np.bincount(y[idx], minlength=97)
+    assert len(idx) == 1000 and len(set(idx.tolist())) == 1000
+    assert counts.min() >= 10 and counts.max() <= 11  # proportional: 1000/97 = 10.3
+    assert np.array_equal(idx, stratified_subsample(y, 1000, seed=0))
+    assert not np.array_equal(idx, stratified_subsample(y, 1000, seed=1))
+    y2 = np.r_[np.zeros(900, int), np.ones(100, int)]
+    assert np.bincount(y2[stratified_subsample(y2, 100, 3)]).tolist() == [90, 10]
+    assert np.array_equal(stratified_subsample(y2, None, 0), np.arange(1000))

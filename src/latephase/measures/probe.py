@@ -4,7 +4,8 @@
 :mod:`latephase.measures.information`.  It fixes ONE seeded subsample of a split (so a curve
 follows the model, not the sample), and computes once what does not change during training:
 the X side and the label side (nHSIC's R_X and R_Y; the PCA-whitened X of the k-NN
-estimators).  At each evaluation point only the Z side is recomputed, from the features of
+estimators).  The subsample is stratified by class (proportional allocation).  At each
+evaluation point only the Z side is recomputed, from the features of
 the evaluation's single forward pass.  ``InfoProbe(...)(z)`` equals calling the pure
 estimators on the same subsample (tested).
 """
@@ -30,6 +31,27 @@ def _np(a: Any) -> np.ndarray:
     return np.asarray(a, dtype=np.float64).reshape(len(a), -1)
 
 
+def stratified_subsample(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices of a seeded subsample of ``n`` rows stratified by class.
+
+    Class c gets floor(n n_c / N) rows, the remaining rows going to the largest remainders,
+    so class proportions are kept exactly (up to rounding) and a rare class is not left
+    with fewer rows than the k-NN estimators need by chance.  ``n`` None or >= N: all rows.
+    """
+    N = len(y)
+    if n is None or n >= N:
+        return np.arange(N)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts * n / N
+    take = np.floor(share).astype(int)
+    extra = n - int(take.sum())
+    take[np.argsort(-(share - take), kind="stable")[:extra]] += 1
+    chosen = [rng.choice(np.flatnonzero(y == c), size=t, replace=False)
+              for c, t in zip(classes, take, strict=True) if t > 0]
+    return np.sort(np.concatenate(chosen))
+
+
 class InfoProbe:
     """``probe(z_split) -> {estimator/key: value}`` for the rows ``probe.idx`` of a split.
 
@@ -47,9 +69,10 @@ class InfoProbe:
             if name not in info.ESTIMATORS:
                 raise ConfigError(f"measures.information: "
                                   f"{unknown_choice('estimator', name, info.ESTIMATORS)}")
-        self.idx = info.subsample(len(y), n, seed)
+        labels = np.asarray(torch.as_tensor(y).cpu().numpy(), dtype=np.int64)
+        self.idx = stratified_subsample(labels, n, seed)
         self.x = _np(x)[self.idx]
-        self.y = np.asarray(torch.as_tensor(y).cpu().numpy(), dtype=np.int64)[self.idx]
+        self.y = labels[self.idx]
         self.num_classes, self.seed = num_classes, seed
         builders: dict[str, Callable[[dict[str, Any]], Computer]] = {
             "nhsic": self._nhsic, "kl_knn": self._kl_knn,
