@@ -125,3 +125,16 @@ def test_console_script_exit_code(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("latephase: error: seed: value -1 out of range; "
                                    "valid range is [0, inf]")
+
+
+def test_datasets_and_presets_listing(capsys) -> None:
+    from latephase.data import DATASETS
+
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in DATASETS:
+        assert name in out
+    assert "available" in out and "t10k-images-idx3-ubyte" in out
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "fig3-small" in out and "modular-addition" in out

