@@ -52,9 +52,9 @@ class SplitAccumulator:
     def update(self, logits: torch.Tensor, feats: Mapping[str, torch.Tensor], y: torch.Tensor,
                x: torch.Tensor | None = None) -> None:
         y = y.to(logits.device)
+        flat = {name: feats[name].detach().flatten(1) for name in self.layers}  # [b, p] each
         for name in self.layers:
-            g = feats[name].detach().flatten(1)  # [b, p]
-            batch = ClassMoments.from_batch(g, y, self.K)
+            batch = ClassMoments.from_batch(flat[name], y, self.K)
             m = self.moments[name]
             self.moments[name] = batch if m is None else m.merge(batch)
         if self.loss_fn is not None:
@@ -64,7 +64,7 @@ class SplitAccumulator:
         room = b if self.keep_rows is None else max(0, min(b, self.keep_rows - self.n_kept))
         if room:
             for name in self.layers:
-                self.kept[name].append(feats[name].detach().flatten(1)[:room])
+                self.kept[name].append(flat[name][:room])
             self.kept_logits.append(logits.detach()[:room])
             self.kept_y.append(y[:room])
             if self.keep_inputs and x is not None:

@@ -170,6 +170,9 @@ def information_plane(df: Any, scales: dict[str, Any], split: str) -> Any:
     for ax, name in zip(axes[0], names, strict=True):
         kx, ky, lx, ly = PLANES[name]
         xv, yv = d[f"{split}/{name}/{kx}"], d[f"{split}/{name}/{ky}"]
+        if not (xv.notna() & yv.notna()).any():
+            ax.text(0.5, 0.5, "no finite values (see the run's warnings)", ha="center",
+                    transform=ax.transAxes)
         ax.plot(xv, yv, color="0.7", lw=0.8, zorder=1)
         sc = ax.scatter(xv, yv, c=np.log10(d["step"]), cmap="viridis", s=14, zorder=2)
         for key, marker in (("t_fit", "s"), ("t_grok", "*"), ("t_collapse", "D")):
@@ -201,6 +204,9 @@ def figure4(df: Any, scales: dict[str, Any], split: str) -> Any:
     for ax, name in zip(axes[0], names, strict=False):
         key, label = REDUNDANCY[name]
         col = f"{split}/{name}/{key}"
+        if not d[col].notna().any():
+            ax.text(0.5, 0.5, "no finite values (see the run's warnings)", ha="center",
+                    transform=ax.transAxes)
         ax.plot(d["step"], d[col], color="tab:red")
         se = f"{col}_se"
         if se in d.columns and d[se].notna().any():
@@ -219,7 +225,7 @@ def figure4(df: Any, scales: dict[str, Any], split: str) -> Any:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     where = "held-out" if split == "test" else split
-    fig.suptitle(f"redundancy proxies ({where} split) fall with RNC1")
+    fig.suptitle(f"redundancy proxies ({where} split) and RNC1 against step")
     return fig
 
 
