@@ -113,7 +113,7 @@ def main(quick: bool = False) -> int:
     cfg = make_config("demo")
     data = build_dataset(cfg.data)
     torch.manual_seed(0)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, data.meta)
     opt = OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
     loss_fn = LOSSES[cfg.train.loss](data.num_classes)
     sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, 0)

@@ -62,6 +62,34 @@ class DataConfig:
     train_fraction: float = field(
         default=0.3, metadata=_rng(0.0, 1.0, lo_open=True, doc="modular: share of pairs trained")
     )
+    encoding: str = field(
+        default="onehot", metadata=_rng(choices=("onehot", "tokens"),
+                                        doc="modular: one-hot codes (MLP) or token ids [a, b]")
+    )
+    download: bool = field(
+        default=False, metadata=_rng(doc="fetch missing files into data.root (needs torchvision"
+                                         " or Hugging Face datasets, and a network)")
+    )
+    train_file: str | None = field(
+        default=None, metadata=_rng(doc="csv/jsonl: training file (text and label columns)")
+    )
+    test_file: str | None = field(
+        default=None, metadata=_rng(doc="csv/jsonl: held-out file")
+    )
+    text_column: str = field(default="text", metadata=_rng(doc="csv/jsonl: text column"))
+    label_column: str = field(default="label", metadata=_rng(doc="csv/jsonl: label column"))
+    vocab_size: int = field(
+        default=20000, metadata=_rng(2, doc="text: word vocabulary size (incl. pad and unk)")
+    )
+    max_len: int = field(default=128, metadata=_rng(1, doc="text: tokens kept per example"))
+    mixture_classes: int = field(default=10, metadata=_rng(2, doc="gaussian-mixture: K"))
+    mixture_dim: int = field(default=20, metadata=_rng(1, doc="gaussian-mixture: dimension"))
+    mixture_separation: float = field(
+        default=3.0, metadata=_rng(0.0, doc="gaussian-mixture: norm of each class mean")
+    )
+    mixture_std: float = field(
+        default=1.0, metadata=_rng(0.0, lo_open=True, doc="gaussian-mixture: isotropic std")
+    )
 
 
 @dataclass(frozen=True)
@@ -74,6 +102,21 @@ class ModelConfig:
         default=8.0, metadata=_rng(0.0, lo_open=True, doc="multiplies every parameter after init")
     )
     activation: str = field(default="relu", metadata=_rng(choices=("relu", "tanh", "gelu")))
+    init_scope: str = field(
+        default="paper",
+        metadata=_rng(choices=("paper", "all", "head"),
+                      doc="which parameters init_scale multiplies: paper = the paper's choice "
+                          "per model (MLP all, CNN FC layers, Transformer FFN+head, ResNet head)"),
+    )
+    channels: tuple[int, ...] = field(
+        default=(16, 32), metadata=_rng(1, doc="cnn: conv channels (doubled for RGB)")
+    )
+    fc_width: int = field(default=128, metadata=_rng(1, doc="cnn: width of the hidden FC layer"))
+    dim: int = field(default=128, metadata=_rng(1, doc="transformer: hidden size"))
+    heads: int = field(default=4, metadata=_rng(1, doc="transformer: attention heads"))
+    ffn: int = field(default=256, metadata=_rng(1, doc="transformer: feed-forward width"))
+    layers: int = field(default=1, metadata=_rng(1, doc="transformer: encoder layers"))
+    patch: int = field(default=4, metadata=_rng(1, doc="transformer: image patch side"))
 
 
 @dataclass(frozen=True)
@@ -153,7 +196,10 @@ class Config:
 
     name: str = field(default="paper-mnist", metadata=_rng(doc="preset or experiment name"))
     seed: int = field(default=0, metadata=_rng(0, doc="init and batch-order seed"))
-    device: str = field(default="cpu", metadata=_rng(choices=("cpu",)))
+    device: str = field(
+        default="auto", metadata=_rng(choices=("auto", "cpu", "cuda", "mps"),
+                                      doc="auto: cuda if available, else mps, else cpu")
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -7,8 +7,8 @@ activation), ``head`` (the last ``nn.Linear``, f(x) = W g(x) + b), and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -79,18 +79,25 @@ def scale_parameters(module: nn.Module, scale: float) -> None:
             p.mul_(scale)
 
 
-def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """The paper's MLP: default PyTorch init, then every parameter times ``init_scale``."""
+def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
+              meta: Mapping[str, Any] | None = None) -> nn.Module:
+    """The paper's MLP: default PyTorch init, then ``init_scale`` times every parameter
+    (``init_scope`` paper/all) or the head only (``head``)."""
     in_dim = 1
     for s in input_shape:
         in_dim *= s
     model = MLP(in_dim, cfg.widths, num_classes, cfg.activation)
-    scale_parameters(model, cfg.init_scale)
+    scale_parameters(model.head if cfg.init_scope == "head" else model, cfg.init_scale)
     return model
 
 
-MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {"mlp": build_mlp}
+#: builder(cfg, input_shape, num_classes, meta) -> model.  ``meta`` is the dataset's metadata
+#: (e.g. ``vocab_size`` and ``pad_id`` for token inputs).
+ModelBuilder = Callable[[ModelConfig, tuple[int, ...], int, Mapping[str, Any]], nn.Module]
+MODELS: dict[str, ModelBuilder] = {"mlp": build_mlp}
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return MODELS[cfg.name](cfg, input_shape, num_classes)
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
+                meta: Mapping[str, Any] | None = None) -> nn.Module:
+    """``MODELS[cfg.name]`` applied to the data's input shape, class count and metadata."""
+    return MODELS[cfg.name](cfg, input_shape, num_classes, meta or {})

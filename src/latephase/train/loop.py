@@ -214,7 +214,7 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     data = build_dataset(cfg.data) if data is None else data
     K = data.num_classes
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, K)
+    model = build_model(cfg.model, data.input_shape, K, data.meta)
     opt = OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
     loss_fn = LOSSES[cfg.train.loss](K)
     grad_fn = make_grad_fn(model, loss_fn, fast=cfg.train.fast_mlp)
