@@ -25,7 +25,9 @@ def run(cfg: Config, out: str | Path = "runs", name: str | None = None, *,
     on disk.
     """
     from latephase.train import train
+    from latephase.train.loop import resolve_device
 
+    resolve_device(cfg.device)  # an unavailable device fails before anything is written
     data = build_dataset(cfg.data)
     run_dir = RunDir.create(Path(out) / (name or default_run_name(cfg)), cfg)
     summary = train(cfg, run_dir, progress=progress, data=data)

@@ -68,7 +68,10 @@ class ClassMoments:
     def from_batch(cls, feats: torch.Tensor, labels: torch.Tensor,
                    num_classes: int) -> ClassMoments:
         """Moments of one batch, centred on the batch's own class means (exact in float64)."""
-        g = feats.detach().flatten(1).to(F64)  # [n, p]
+        g = feats.detach().flatten(1)
+        if g.device.type == "mps":  # MPS has no float64: accumulate these moments on the host
+            g = g.cpu()
+        g = g.to(F64)  # [n, p]
         y = labels.detach().to(g.device).long()
         out = cls(num_classes, g.shape[1], g.device)
         if len(g) == 0:

@@ -94,7 +94,19 @@ def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
 #: builder(cfg, input_shape, num_classes, meta) -> model.  ``meta`` is the dataset's metadata
 #: (e.g. ``vocab_size`` and ``pad_id`` for token inputs).
 ModelBuilder = Callable[[ModelConfig, tuple[int, ...], int, Mapping[str, Any]], nn.Module]
-MODELS: dict[str, ModelBuilder] = {"mlp": build_mlp}
+
+# The families below import ACTIVATIONS and scale_parameters from this module: import them last.
+from latephase.models.cnn import build_cnn  # noqa: E402
+from latephase.models.resnet import build_resnet18, build_resnet34  # noqa: E402
+from latephase.models.transformer import build_transformer  # noqa: E402
+
+MODELS: dict[str, ModelBuilder] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "transformer": build_transformer,
+    "resnet18": build_resnet18,
+    "resnet34": build_resnet34,
+}
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,

@@ -7,6 +7,7 @@ exactly the same metrics.jsonl as an uninterrupted one (CPU, same seed).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
@@ -126,26 +127,28 @@ class EpochSampler:
     """Minibatches drawn without replacement within each epoch (a fresh permutation per
     epoch; an incomplete last batch is dropped).  Its state is saved in checkpoints."""
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int,
+                 device: torch.device | str = "cpu") -> None:
         self.n, self.batch_size = n, min(batch_size, n)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.empty(0, dtype=torch.long)
+        self.gen = torch.Generator().manual_seed(seed)  # on the host: same order on any device
+        self.device = torch.device(device)
+        self.perm = torch.empty(0, dtype=torch.long, device=self.device)
         self.pos = 0
 
     def next(self) -> torch.Tensor:
-        if self.pos + self.batch_size > len(self.perm):
-            self.perm = torch.randperm(self.n, generator=self.gen)
+        if self.pos + self.batch_size > len(self.perm):  # one host->device copy per epoch
+            self.perm = torch.randperm(self.n, generator=self.gen).to(self.device)
             self.pos = 0
         idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
         return idx
 
     def state_dict(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "perm": self.perm.clone(), "pos": self.pos}
+        return {"gen": self.gen.get_state(), "perm": self.perm.cpu().clone(), "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.gen.set_state(state["gen"])
-        self.perm, self.pos = state["perm"].clone(), int(state["pos"])
+        self.gen.set_state(state["gen"].cpu())
+        self.perm, self.pos = state["perm"].to(self.device).clone(), int(state["pos"])
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -202,6 +205,132 @@ def _postfix(rec: dict[str, Any], rnc1_key: str) -> str:
             f"RNC1 {rec.get(rnc1_key, math.nan):.3g}")
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu; an unavailable device is an error."""
+    from latephase.errors import ConfigError
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None)
+                             and torch.backends.mps.is_available())}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available.get(name, False):
+        here = ", ".join(["auto", *(d for d, ok in available.items() if ok)])
+        raise ConfigError(f"device={name!r} is not available on this machine; valid here: {here}")
+    return torch.device(name)
+
+
+def move_dataset(data: Dataset, device: torch.device) -> Dataset:
+    """The dataset with its tensors on ``device`` (once, before training)."""
+    if data.x_train.device == device:
+        return data
+    return dataclasses.replace(data, x_train=data.x_train.to(device),
+                               y_train=data.y_train.to(device), x_test=data.x_test.to(device),
+                               y_test=data.y_test.to(device))
+
+
+class Member:
+    """One run being trained: model, optimizer, sampler, tracker, run directory and the
+    bookkeeping of evaluations, checkpoints and the summary.  ``train`` drives one member;
+    the ensemble executor (:mod:`latephase.train.ensemble`) drives several in lockstep."""
+
+    def __init__(self, cfg: Config, run: RunDir, data: Dataset, *, resume: bool = False) -> None:
+        self.cfg, self.run, self.data = cfg, run, data
+        K = data.num_classes
+        device = data.x_train.device
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, data.input_shape, K, data.meta).to(device)
+        self.opt = OPTIMIZERS[cfg.optim.name](self.model.parameters(), cfg.optim)
+        self.loss_fn = LOSSES[cfg.train.loss](K)
+        self.sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, cfg.seed + 1_000_003,
+                                    device=device)
+        self.schedule = eval_steps(cfg.train.steps, cfg.train.eval_schedule,
+                                   cfg.train.eval_points)
+        self.rnc1_key = f"train/rnc1_{cfg.measures.rnc1_scale}"
+        m = cfg.measures
+        splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+        self.tracker = Tracker(self.model, splits, head="head", num_classes=K,
+                               loss_fn=self.loss_fn, information=estimator_params(m),
+                               information_splits=m.information_splits,
+                               information_layers=[PENULTIMATE], information_n=m.information_n,
+                               seed=m.information_seed, batch_size=cfg.train.eval_batch_size)
+        self.step = self.done = 0
+        self.wall_before = 0.0
+        if resume and run.checkpoint_path.exists():
+            ck = torch.load(run.checkpoint_path, weights_only=False, map_location=device)
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optim"])
+            self.sampler.load_state_dict(ck["sampler"])
+            torch.set_rng_state(ck["torch_rng"].cpu())
+            self.step, self.done = int(ck["step"]), int(ck["evals_done"])
+            self.wall_before = float(ck["wall_time"])
+        if resume:
+            run.truncate_after(self.schedule[self.done - 1] if self.done else -1)
+        self.t0 = self.last_ckpt = time.perf_counter()
+        self.times = {"train": 0.0, "eval": 0.0}
+        self.summary: dict[str, Any] = {"status": "running", "step": self.step}
+        self.last: dict[str, Any] = {}
+        run.write_summary({**run.summary(), "status": "running", "step": self.step})
+
+    @property
+    def remaining(self) -> list[int]:
+        """Evaluation steps still to reach."""
+        return self.schedule[self.done:]
+
+    def evaluate(self) -> dict[str, Any]:
+        """Measure at the current step, append the record; checkpoint when due."""
+        t = time.perf_counter()
+        self.last = record = {"step": self.step, **self.tracker.measure()}
+        self.times["eval"] += time.perf_counter() - t
+        self.run.append(record)
+        self.done += 1
+        now = time.perf_counter()
+        if (now - self.last_ckpt >= self.cfg.train.checkpoint_every_s
+                or self.step == self.schedule[-1]):
+            self.checkpoint()
+            self.last_ckpt = now
+        return record
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.last) and not math.isfinite(self.last["train/loss"])
+
+    def checkpoint(self) -> None:
+        self.run.sync()
+        atomic_torch_save({
+            # clone: a member of an ensemble holds views into the stacked parameters
+            "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "optim": self.opt.state_dict(), "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(), "step": self.step, "evals_done": self.done,
+            "wall_time": self.wall_before + time.perf_counter() - self.t0,
+        }, self.run.checkpoint_path)
+
+    def finish(self, status: str, **extra: Any) -> dict[str, Any]:
+        records = self.run.records()
+        scales = compute_timescales(records, self.cfg.timescales, self.rnc1_key)
+        self.summary.update(
+            status=status, step=self.step, timescales=scales,
+            final=records[-1] if records else {},
+            wall_time_s=self.wall_before + time.perf_counter() - self.t0,
+            session_train_s=self.times["train"], session_eval_s=self.times["eval"],
+            evaluations=len(records),
+            information_params={f"{s}/{layer}".rstrip("/"): p.params
+                                for (s, layer), p in self.tracker.probes.items()},
+            **extra)
+        self.run.write_summary(self.summary)
+        return self.summary
+
+    def finish_diverged(self) -> dict[str, Any]:
+        self.checkpoint()
+        return self.finish("diverged", error=f"train loss is {self.last['train/loss']} at "
+                                             f"step {self.step}")
+
+    def interrupted(self) -> None:
+        self.checkpoint()
+        self.finish("interrupted", error=f"interrupted at step {self.step}; continue with "
+                                         "--resume")
+
+
 def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = True,
           data: Dataset | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``run`` (continuing from its checkpoint when ``resume``).
@@ -211,99 +340,35 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     """
     torch.set_num_threads(cfg.train.threads)
     threadpool_limits(cfg.train.threads)  # NumPy/SciPy BLAS (estimators): same thread budget
-    data = build_dataset(cfg.data) if data is None else data
-    K = data.num_classes
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.input_shape, K, data.meta)
-    opt = OPTIMIZERS[cfg.optim.name](model.parameters(), cfg.optim)
-    loss_fn = LOSSES[cfg.train.loss](K)
-    grad_fn = make_grad_fn(model, loss_fn, fast=cfg.train.fast_mlp)
-    sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, cfg.seed + 1_000_003)
-    schedule = eval_steps(cfg.train.steps, cfg.train.eval_schedule, cfg.train.eval_points)
-    rnc1_key = f"train/rnc1_{cfg.measures.rnc1_scale}"
-    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
-    m = cfg.measures
-    tracker = Tracker(model, splits, head="head", num_classes=K, loss_fn=loss_fn,
-                      information=estimator_params(m), information_splits=m.information_splits,
-                      information_layers=[PENULTIMATE], information_n=m.information_n,
-                      seed=m.information_seed, batch_size=cfg.train.eval_batch_size)
-
-    step, done, wall_before = 0, 0, 0.0
-    if resume and run.checkpoint_path.exists():
-        ck = torch.load(run.checkpoint_path, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        sampler.load_state_dict(ck["sampler"])
-        torch.set_rng_state(ck["torch_rng"])
-        step, done, wall_before = int(ck["step"]), int(ck["evals_done"]), float(ck["wall_time"])
-    if resume:
-        run.truncate_after(schedule[done - 1] if done else -1)
-
-    t0 = time.perf_counter()
-    times = {"train": 0.0, "eval": 0.0}
-    last_ckpt = t0
-    summary: dict[str, Any] = {"status": "running", "step": step}
-
-    def checkpoint() -> None:
-        run.sync()
-        atomic_torch_save({
-            "model": model.state_dict(), "optim": opt.state_dict(),
-            "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "step": step, "evals_done": done,
-            "wall_time": wall_before + time.perf_counter() - t0,
-        }, run.checkpoint_path)
-
-    def finish(status: str, **extra: Any) -> dict[str, Any]:
-        records = run.records()
-        scales = compute_timescales(records, cfg.timescales, rnc1_key)
-        wall = wall_before + time.perf_counter() - t0
-        summary.update(status=status, step=step, timescales=scales,
-                       final=records[-1] if records else {}, wall_time_s=wall,
-                       session_train_s=times["train"], session_eval_s=times["eval"],
-                       evaluations=len(records),
-                       information_params={f"{s}/{layer}".rstrip("/"): p.params
-                                           for (s, layer), p in tracker.probes.items()},
-                       **extra)
-        run.write_summary(summary)
-        return summary
-
-    run.write_summary({**run.summary(), "status": "running", "step": step})
-    bar = _progress(cfg.train.steps, step, progress)
+    device = resolve_device(cfg.device)
+    data = move_dataset(build_dataset(cfg.data) if data is None else data, device)
+    m = Member(cfg, run, data, resume=resume)
+    grad_fn = make_grad_fn(m.model, m.loss_fn, fast=cfg.train.fast_mlp)
+    bar = _progress(cfg.train.steps, m.step, progress)
     xs, ys = data.x_train, data.y_train
-    model.train()
+    m.model.train()
     with StopFlag() as stop:
         try:
-            for target in schedule[done:]:
+            for target in m.remaining:
                 t_train = time.perf_counter()
                 limit = target if stop_after is None else min(target, stop_after)
-                step += run_steps(grad_fn, opt, sampler, xs, ys, limit - step,
-                                  lambda: stop.requested)
-                if step < target:
+                m.step += run_steps(grad_fn, m.opt, m.sampler, xs, ys, limit - m.step,
+                                    lambda: stop.requested)
+                if m.step < target:
                     raise KeyboardInterrupt
-                t_eval = time.perf_counter()
-                times["train"] += t_eval - t_train
-                record = {"step": step, **tracker.measure()}
-                times["eval"] += time.perf_counter() - t_eval
-                run.append(record)
-                done += 1
-                bar.update(step - bar.n)
-                bar.set_postfix_str(_postfix(record, rnc1_key), refresh=False)
-                if not math.isfinite(record["train/loss"]):
-                    checkpoint()
-                    return finish("diverged", error=f"train loss is {record['train/loss']} at "
-                                                     f"step {step}")
-                now = time.perf_counter()
-                if now - last_ckpt >= cfg.train.checkpoint_every_s or target == schedule[-1]:
-                    checkpoint()
-                    last_ckpt = now
+                m.times["train"] += time.perf_counter() - t_train
+                record = m.evaluate()
+                bar.update(m.step - bar.n)
+                bar.set_postfix_str(_postfix(record, m.rnc1_key), refresh=False)
+                if m.diverged:
+                    return m.finish_diverged()
         except KeyboardInterrupt:
-            checkpoint()
-            finish("interrupted", error=f"interrupted at step {step}; continue with --resume")
+            m.interrupted()
             raise
         except Exception as exc:
-            finish("failed", error=f"{type(exc).__name__}: {exc}")
+            m.finish("failed", error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
             bar.close()
             run.close()
-        return finish("finished")
+        return m.finish("finished")
