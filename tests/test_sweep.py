@@ -80,27 +80,29 @@ def test_bad_spec_cli_exit_2(tmp_path, capsys) -> None:
     assert code == 2 and "unknown executor 'mpi'" in capsys.readouterr().err
 
 
-def test_sweep_skips_finished_and_isolates_divergence(tmp_path) -> None:
+@pytest.mark.parametrize("executor", ["local", "ensemble"])
+def test_sweep_skips_finished_and_isolates_divergence(tmp_path, executor) -> None:
     text = BASE.replace('"optim.weight_decay" = [0.3, 0.1]',
                         '"optim.weight_decay" = [0.3]\n"optim.lr" = [1e-3, 1e6]')
     text = text.replace('preset = "demo"', 'preset = "demo"').replace(
         '"measures.information" = []', '"measures.information" = []\n"optim.name" = "sgd"')
     spec = load_spec(_spec(tmp_path, text))
-    summary = run_sweep(spec, tmp_path, workers=1, progress=False)
+    summary = run_sweep(spec, tmp_path, workers=1, progress=False, executor=executor)
     status = {r["run"]: r["status"] for r in summary["runs"]}
     assert status == {"wd0.3-lr0.001-seed0": "finished", "wd0.3-lr0.001-seed1": "finished",
                       "wd0.3-lr1e+06-seed0": "diverged", "wd0.3-lr1e+06-seed1": "diverged"}
     before = (tmp_path / "t" / "wd0.3-lr0.001-seed0" / "metrics.jsonl").read_bytes()
-    again = run_sweep(spec, tmp_path, workers=1, progress=False)
+    again = run_sweep(spec, tmp_path, workers=1, progress=False, executor=executor)
     assert again["counts"] == {"diverged": 2, "finished": 2}
     assert (tmp_path / "t" / "wd0.3-lr0.001-seed0" / "metrics.jsonl").read_bytes() == before
 
 
-def test_sigkill_mid_sweep_then_rerun(tmp_path) -> None:
+@pytest.mark.parametrize("executor", ["local", "ensemble"])
+def test_sigkill_mid_sweep_then_rerun(tmp_path, executor) -> None:
     spec_path = _spec(tmp_path, BASE.replace('"train.steps" = 60', '"train.steps" = 400')
                       .replace('"train.eval_points" = 8', '"train.eval_points" = 60'))
-    cmd = [sys.executable, "-m", "latephase.cli", "sweep", str(spec_path), "--out",
-           str(tmp_path), "--workers", "1", "--no-progress"]
+    cmd = [sys.executable, "-m", "latephase.cli", "sweep", str(spec_path), "--executor",
+           executor, "--out", str(tmp_path), "--workers", "1", "--no-progress"]
     ref_dir = tmp_path / "ref"
     ref = subprocess.run([*cmd[:-5], "--out", str(ref_dir), "--workers", "1", "--no-progress"],
                          capture_output=True, timeout=600)
@@ -121,6 +123,75 @@ def test_sigkill_mid_sweep_then_rerun(tmp_path) -> None:
         assert steps == sorted(set(steps))  # no duplicate, none missing vs the reference
     summary = json.loads((tmp_path / "t" / "sweep_summary.json").read_text())
     assert summary["counts"] == {"finished": 4}
+
+
+def _values(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_ensemble_member_equals_solo_run(tmp_path) -> None:
+    """Each member of a vectorized ensemble (own seed, lr, weight decay) gives the metrics of
+    the same run trained alone.  Tolerance rel 1e-6: the batched GEMM may block its sums
+    differently from the solo GEMM (float32, ~6e-8 per rounding), and 120 steps of training
+    amplify such differences only modestly; here they are in fact bit-identical."""
+    from latephase.config import make_config
+    from latephase.runs import RunDir
+    from latephase.train import train
+    from latephase.train.ensemble import train_ensemble
+
+    from tests.conftest import SMALL
+
+    members = [(0.1, 0, 1e-3), (0.03, 1, 2e-3), (0.01, 0, 5e-4)]
+    cfgs = [make_config("demo", overrides=[*SMALL, f"optim.weight_decay={wd}", f"seed={seed}",
+                                           f"optim.lr={lr}"]) for wd, seed, lr in members]
+    runs = [RunDir.create(tmp_path / f"member{i}", c) for i, c in enumerate(cfgs)]
+    train_ensemble(cfgs, runs, progress=False)
+    for i, cfg in enumerate(cfgs):
+        train(cfg, RunDir.create(tmp_path / f"solo{i}", cfg), progress=False)
+        ens = _values(tmp_path / f"member{i}" / "metrics.jsonl")
+        solo = _values(tmp_path / f"solo{i}" / "metrics.jsonl")
+        assert [r["step"] for r in ens] == [r["step"] for r in solo]
+        for a, b in zip(ens, solo, strict=True):
+            assert a.keys() == b.keys()
+            for key, value in b.items():
+                if isinstance(value, float) and math.isfinite(value):
+                    assert a[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (i, key)
+    assert len({json.dumps(_values(tmp_path / f"member{i}" / "metrics.jsonl")[-1])
+                for i in range(3)}) == 3  # the members really differ
+
+
+def test_ensemble_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_cfg) -> None:
+    from latephase.config import make_config
+    from latephase.runs import RunDir
+    from latephase.train.ensemble import train_ensemble
+
+    from tests.conftest import SMALL
+
+    cfgs = [make_config("demo", overrides=[*SMALL, f"seed={s}"]) for s in (0, 1)]
+    ref = [RunDir.create(tmp_path / f"ref{i}", c) for i, c in enumerate(cfgs)]
+    train_ensemble(cfgs, ref, progress=False)
+    cut = [RunDir.create(tmp_path / f"cut{i}", c) for i, c in enumerate(cfgs)]
+    with pytest.raises(KeyboardInterrupt):
+        train_ensemble(cfgs, cut, progress=False, stop_after=50)
+    assert RunDir(tmp_path / "cut0").summary()["status"] == "interrupted"
+    train_ensemble(cfgs, [RunDir.open(tmp_path / f"cut{i}") for i in range(2)], resume=True,
+                   progress=False)
+    for i in range(2):
+        assert ((tmp_path / f"cut{i}" / "metrics.jsonl").read_bytes()
+                == (tmp_path / f"ref{i}" / "metrics.jsonl").read_bytes())
+
+
+def test_ensemble_rejects_mixed_settings(small_cfg, tmp_path) -> None:
+    from latephase.config import make_config
+    from latephase.runs import RunDir
+    from latephase.train.ensemble import train_ensemble
+
+    from tests.conftest import SMALL
+
+    other = make_config("demo", overrides=[*SMALL, "train.batch_size=50"])
+    runs = [RunDir.create(tmp_path / n, c) for n, c in (("a", small_cfg), ("b", other))]
+    with pytest.raises(ConfigError, match="must share every setting except seed"):
+        train_ensemble([small_cfg, other], runs, progress=False)
 
 
 def test_ray_executor_without_ray_is_a_clear_error(tmp_path, capsys) -> None:

@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a grid of configs x seeds and summarise it")
     sw.add_argument("spec", nargs="?", help="sweep spec TOML file")
     sw.add_argument("--preset", help="named sweep preset (fig3-small, paper-fig3)")
-    sw.add_argument("--executor", default="local", help="local (process pool) or ray")
+    sw.add_argument("--executor", default="local",
+                    help="local (process pool, default), ensemble (vectorized MLP ensembles, "
+                         "one per worker) or ray")
     sw.add_argument("--workers", type=int, help="parallel runs (default: CPU count)")
     sw.add_argument("--address", help="Ray cluster address (auto or HOST:PORT)")
     sw.add_argument("--out", default="runs", help="parent directory of the sweep directory")

@@ -208,7 +208,92 @@ def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
         report(ray.get(done[0]))
 
 
-EXECUTORS = {"local": _local, "ray": _ray}
+def run_ensemble(paths: list[str], cfg_dicts: list[dict[str, Any]],
+                 threads: int = 1) -> list[dict[str, Any]]:
+    """Train runs (new or resumable, at one evaluation point) as one vectorized ensemble;
+    never raises: a crash is recorded in every unfinished member's summary."""
+    import torch
+
+    from latephase import api
+    from latephase.config import config_from_dict
+    from latephase.train.ensemble import train_ensemble
+
+    torch.set_num_threads(threads)
+    try:
+        cfgs = [config_from_dict(c) for c in cfg_dicts]
+        runs = [RunDir.open(p) if RunDir(p).config_path.exists() else RunDir.create(p, c)
+                for p, c in zip(paths, cfgs, strict=True)]
+        summaries = train_ensemble(cfgs, runs, resume=True, progress=False)
+        for p in paths:
+            api.report(p)
+        return [{"run": Path(p).name, "status": s["status"], "skipped": False}
+                for p, s in zip(paths, summaries, strict=True)]
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # fault isolation: record and go on
+        error = f"{type(exc).__name__}: {exc}"
+        out = []
+        for p in paths:
+            run = RunDir(p)
+            summary = run.summary() if run.summary_path.exists() else {}
+            if summary.get("status") in (None, "running"):
+                run.write_summary({**summary, "status": "failed", "error": error})
+            out.append({"run": Path(p).name, "status": "failed", "error": error})
+        return out
+
+
+def _evals_done(path: str) -> int:
+    """How many evaluation points a run's checkpoint holds (0 without one)."""
+    import torch
+
+    ck = RunDir(path).checkpoint_path
+    return int(torch.load(ck, weights_only=False)["evals_done"]) if ck.exists() else 0
+
+
+def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
+              report: Callable[[dict[str, Any]], None]) -> None:
+    """Group runs that differ only in seed, lr and weight decay (and stand at the same
+    evaluation point) into vectorized ensembles, split so every worker has one; runs the
+    ensemble cannot vectorize go to the local executor."""
+    import multiprocessing as mp
+
+    from latephase.config import config_from_dict
+    from latephase.train.ensemble import ensemble_key, ensemble_supported
+
+    groups: dict[tuple[str, int], list[tuple[str, dict[str, Any]]]] = {}
+    solo = []
+    for path, cfg_dict in jobs:
+        status = RunDir(path).summary().get("status") if Path(path).exists() else None
+        if status in ("finished", "diverged"):
+            report({"run": Path(path).name, "status": status, "skipped": True})
+            continue
+        cfg = config_from_dict(cfg_dict)
+        if ensemble_supported(cfg) is not None:
+            solo.append((path, cfg_dict))
+            continue
+        groups.setdefault((ensemble_key(cfg), _evals_done(path)), []).append((path, cfg_dict))
+    chunks = []
+    per_group = max(1, workers // max(1, len(groups)))
+    for members in groups.values():
+        n = min(per_group, len(members))
+        chunks += [members[i::n] for i in range(n)]
+    if solo:
+        _local(solo, workers, report)
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            for res in run_ensemble([p for p, _ in chunk], [c for _, c in chunk]):
+                report(res)
+        return
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(run_ensemble, [p for p, _ in chunk], [c for _, c in chunk])
+                   for chunk in chunks]
+        for fut in as_completed(futures):
+            for res in fut.result():
+                report(res)
+
+
+EXECUTORS = {"local": _local, "ensemble": _ensemble, "ray": _ray}
 
 
 def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, executor: str = "local",
@@ -238,7 +323,7 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, executor: str = "loc
         if executor == "ray":
             _ray(jobs, workers, report, address)
         else:
-            _local(jobs, workers, report)
+            EXECUTORS[executor](jobs, workers, report)
     finally:
         bar.close()
     return write_summary(root, spec)
