@@ -32,6 +32,7 @@ from latephase.train.grad import ACT_BACKWARD
 from latephase.train.loop import (
     SSE,
     CrossEntropy,
+    EpochSampler,
     Member,
     StopFlag,
     _progress,
@@ -127,6 +128,23 @@ class StackedMLP:
         return out
 
 
+def ensemble_step(stack: StackedMLP, opts: Sequence[torch.optim.Optimizer],
+                  samplers: Sequence[EpochSampler], xs: torch.Tensor, ys: torch.Tensor,
+                  eye: torch.Tensor, sse: bool, active: Sequence[bool]) -> None:
+    """One optimizer step of every active member, each on its own next minibatch.
+
+    ``xs`` [n, d_in] (flattened inputs), ``ys`` [n], ``eye`` [K, K] for one-hot targets."""
+    M, K = len(opts), eye.shape[0]
+    idx = torch.stack([s.next() for s in samplers])  # [M, B]
+    flat = idx.flatten()
+    x = xs.index_select(0, flat).view(M, idx.shape[1], -1)  # [M, B, d_in]
+    tgt = eye.index_select(0, ys.index_select(0, flat)).view(M, idx.shape[1], K)
+    stack.grad(x, tgt, sse)
+    for opt, on in zip(opts, active, strict=True):
+        if on:
+            opt.step()
+
+
 def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bool = False,
                    progress: bool = True, data: Dataset | None = None,
                    stop_after: int | None = None) -> list[dict[str, Any]]:
@@ -160,6 +178,7 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
     K = data.num_classes
     eye = torch.eye(K, dtype=stack.weights[-1].dtype, device=device)
     xs, ys = data.x_train.flatten(1), data.y_train
+    opts, samplers = [m.opt for m in members], [m.sampler for m in members]
     M = len(members)
     active = [True] * M
     results: list[dict[str, Any] | None] = [None] * M
@@ -173,14 +192,7 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
                 t_train = time.perf_counter()
                 limit = target if stop_after is None else min(target, stop_after)
                 while step < limit and not stop.requested:
-                    idx = torch.stack([m.sampler.next() for m in members])  # [M, B]
-                    flat = idx.flatten()
-                    x = xs.index_select(0, flat).view(M, idx.shape[1], -1)
-                    tgt = eye.index_select(0, ys.index_select(0, flat)).view(M, idx.shape[1], K)
-                    stack.grad(x, tgt, sse)
-                    for i, m in enumerate(members):
-                        if active[i]:
-                            m.opt.step()
+                    ensemble_step(stack, opts, samplers, xs, ys, eye, sse, active)
                     step += 1
                 for m in members:
                     m.step = step
