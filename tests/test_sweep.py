@@ -138,7 +138,6 @@ def test_ensemble_member_equals_solo_run(tmp_path) -> None:
     from latephase.runs import RunDir
     from latephase.train import train
     from latephase.train.ensemble import train_ensemble
-
     from tests.conftest import SMALL
 
     members = [(0.1, 0, 1e-3), (0.03, 1, 2e-3), (0.01, 0, 5e-4)]
@@ -164,7 +163,6 @@ def test_ensemble_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_c
     from latephase.config import make_config
     from latephase.runs import RunDir
     from latephase.train.ensemble import train_ensemble
-
     from tests.conftest import SMALL
 
     cfgs = [make_config("demo", overrides=[*SMALL, f"seed={s}"]) for s in (0, 1)]
@@ -185,7 +183,6 @@ def test_ensemble_rejects_mixed_settings(small_cfg, tmp_path) -> None:
     from latephase.config import make_config
     from latephase.runs import RunDir
     from latephase.train.ensemble import train_ensemble
-
     from tests.conftest import SMALL
 
     other = make_config("demo", overrides=[*SMALL, "train.batch_size=50"])

@@ -79,9 +79,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_datasets(args: argparse.Namespace) -> int:
     from latephase.data import DATASET_INFO, DATASETS
 
+    width = max(len(n) for n in DATASETS)
     for name in DATASETS:
         check, where = DATASET_INFO[name]
-        print(f"{name:10s} {check():12s} {where}")
+        print(f"{name:{width}s}  {check()}\n{'':{width}s}  {where}")
     return 0
 
 
@@ -92,12 +93,12 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for name in sweep_preset_names():
         spec = load_spec(preset=name)
         grid = ", ".join(f"{k}={v}" for k, v in spec.grid.items())
-        print(f"{name:14s} sweep of {spec.preset}: {grid}, seeds {list(spec.seeds)} "
+        print(f"{name:20s} sweep of {spec.preset}: {grid}, seeds {list(spec.seeds)} "
               f"({len(spec.runs())} runs)")
     for name in preset_names():
         p = load_preset(name)
         o, t = p.get("optim", {}), p.get("train", {})
-        print(f"{name:14s} data={p.get('data', {}).get('name', 'mnist')} "
+        print(f"{name:20s} data={p.get('data', {}).get('name', 'mnist')} "
               f"model={p.get('model', {}).get('name', 'mlp')} "
               f"weight_decay={o.get('weight_decay', '-')} steps={t.get('steps', '-')}")
     return 0

@@ -34,3 +34,18 @@ def test_pairs_labels_and_split(op: str) -> None:
 def test_modulus_must_be_prime() -> None:
     with pytest.raises(DataError, match="data.modulus=8 is not prime"):
         build_modular(DataConfig(name="modular", modulus=8))
+
+
+@pytest.mark.parametrize("op", ["+", "/"])
+def test_token_encoding_matches_onehot(op: str) -> None:
+    p = 7
+    onehot = build_modular(DataConfig(name="modular", modulus=p, operation=op))
+    tokens = build_modular(DataConfig(name="modular", modulus=p, operation=op, encoding="tokens"))
+    assert tokens.x_train.dtype == torch.long and tokens.x_train.shape == (len(onehot.y_train), 2)
+    assert tokens.input_shape == (2,)
+    for oh, tok in ((onehot.x_train, tokens.x_train), (onehot.x_test, tokens.x_test)):
+        assert torch.equal(tok[:, 0], oh[:, :p].argmax(1))
+        assert torch.equal(tok[:, 1], oh[:, p:].argmax(1))
+    assert torch.equal(tokens.y_train, onehot.y_train) and torch.equal(tokens.y_test, onehot.y_test)
+    assert tokens.meta["vocab_size"] == p and tokens.meta["pad_id"] is None
+    assert "vocab_size" not in onehot.meta and onehot.x_train.dtype == torch.float32

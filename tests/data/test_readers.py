@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import pickle
 import struct
@@ -26,52 +25,12 @@ from latephase.data.readers import (
     read_text_table,
     read_trec,
 )
-from latephase.errors import DataError
+
+from .formats import idx_bytes, write_cifar, write_idx, write_mnist
+from .formats import raises_one_line as _raises_one_line
 
 IDX_FMT = r"expected the standard MNIST IDX format \(magic 2051 for images, 2049 for labels\)"
 CIFAR_FMT = r"expected the CIFAR-10 python version"
-
-
-def _raises_one_line(match: str, fn: Any, *args: Any, **kwargs: Any) -> str:
-    with pytest.raises(DataError, match=match) as info:
-        fn(*args, **kwargs)
-    msg = str(info.value)
-    assert "\n" not in msg
-    return msg
-
-
-# --------------------------------------------------------------------------- IDX writers
-
-
-def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
-    """Encode ``arr`` as an IDX file: 0x0000, type code, ndim, big-endian dims, data."""
-    be = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[code]
-    header = struct.pack(">HBB", 0, code, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return header + arr.astype(be).tobytes()
-
-
-def write_idx(path: Path, arr: np.ndarray, code: int = 0x08, gz: bool = False) -> Path:
-    data = idx_bytes(arr, code)
-    if gz:
-        path = path.with_name(path.name + ".gz")
-        path.write_bytes(gzip.compress(data))
-    else:
-        path.write_bytes(data)
-    return path
-
-
-def write_mnist(root: Path, n_train: int = 12, n_test: int = 5, gz: bool = False) -> dict:
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": (np.arange(n_test)[::-1] % 10).astype(np.uint8),
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    for name, arr in arrays.items():
-        write_idx(root / name, arr, gz=gz)
-    return arrays
 
 
 # --------------------------------------------------------------------------- IDX tests
@@ -231,62 +190,6 @@ def test_load_idx_dataset_wrong_image_shape(tmp_path: Path) -> None:
     _raises_one_line(r"images are 32x32 but 28x28 was required", load_idx_dataset, tmp_path)
     x_tr, *_ = load_idx_dataset(tmp_path, image_shape=None)
     assert x_tr.shape == (12, 32, 32)
-
-
-# --------------------------------------------------------------------------- CIFAR writers
-
-
-_PyPickler: Any = pickle._Pickler  # pure-Python pickler (overridable dispatch table)
-
-
-class _Py2Pickler(_PyPickler):
-    """Mimic Python 2 cPickle protocol 2 output: str/bytes as BINSTRING, numpy.core globals."""
-
-    dispatch: dict[type, Any] = _PyPickler.dispatch.copy()
-
-    def _save_bytes(self, obj: bytes) -> None:
-        n = len(obj)
-        head = (
-            pickle.SHORT_BINSTRING + bytes([n])
-            if n < 256
-            else pickle.BINSTRING + struct.pack("<i", n)
-        )
-        self.write(head + obj)
-        self.memoize(obj)
-
-    def _save_str(self, obj: str) -> None:
-        self._save_bytes(obj.encode("latin-1"))
-
-    dispatch[bytes] = _save_bytes
-    dispatch[str] = _save_str
-
-
-def py2_pickle(obj: Any) -> bytes:
-    buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2).dump(obj)
-    return buf.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
-
-
-def cifar_batch(n: int, seed: int) -> dict[bytes, Any]:
-    rng = np.random.default_rng(seed)
-    return {
-        b"batch_label": b"training batch",
-        b"labels": [int(v) for v in rng.integers(0, 10, n)],
-        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        b"filenames": [b"img_%d.png" % i for i in range(n)],
-    }
-
-
-def write_cifar(root: Path, style: str = "py2") -> dict[str, dict[bytes, Any]]:
-    root.mkdir(parents=True, exist_ok=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    batches = {}
-    for seed, name in enumerate(names):
-        batch = cifar_batch(4 + seed, seed)
-        data = py2_pickle(batch) if style == "py2" else pickle.dumps(batch, protocol=int(style))
-        (root / name).write_bytes(data)
-        batches[name] = batch
-    return batches
 
 
 # --------------------------------------------------------------------------- CIFAR tests

