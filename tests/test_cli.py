@@ -49,6 +49,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["--preset", "demo", "optim.lr=0"], "optim.lr: value 0.0 out of range"),
         (["--preset", "no-such-preset"], "unknown preset 'no-such-preset'; valid choices:"),
         (["--preset", "demo", "model.name=vgg"], "model.name: unknown name 'vgg'"),
+        (["--preset", "demo", "device=tpu"], "device: unknown value 'tpu'"),
+        (["--preset", "paper-fashion"], "set data.root=DIR or LATEPHASE_DATA"),
     ],
 )
 def test_config_errors_exit_2(tmp_path, capsys, args, pattern) -> None:
@@ -58,6 +60,32 @@ def test_config_errors_exit_2(tmp_path, capsys, args, pattern) -> None:
     assert err.startswith("latephase: error: ") and pattern in err
     assert err.count("\n") == 1
     assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_unavailable_device_exit_2(tmp_path, capsys, monkeypatch, device) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    out_dir = tmp_path / "runs"
+    code, _, err = run_cli(["run", "--preset", "demo", "--out", str(out_dir), f"device={device}"],
+                           capsys)
+    assert code == 2 and f"device={device!r} is not available" in err
+    assert "valid here: auto, cpu" in err and err.count("\n") == 1
+    assert not out_dir.exists()
+
+
+def test_auto_device_is_cpu_without_accelerators(monkeypatch) -> None:
+    import torch
+
+    from latephase.train.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
 
 
 def test_missing_data_file_exit_2(tmp_path, capsys) -> None:

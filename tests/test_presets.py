@@ -81,3 +81,15 @@ def test_preset_smoke(tmp_path, preset: str) -> None:
         logits, feats = model.forward_with_features(data.x_test[:5])  # type: ignore[operator]
     assert logits.shape == (5, data.num_classes)
     assert feats.shape[0] == 5 and feats.shape[1] == head_of(model).in_features
+
+
+def test_modular_tokens_transformer_smoke(tmp_path) -> None:
+    """The token form of the classic task: [a, b] ids through the Transformer's embedding."""
+    cfg = make_config("modular-addition", overrides=[
+        "data.modulus=23", "data.encoding=tokens", "model.name=transformer", "model.dim=16",
+        "model.heads=2", "model.ffn=32", "train.steps=6", "train.batch_size=32",
+        "train.eval_schedule=log", "train.eval_points=3", "device=cpu"])
+    summary = train(cfg, RunDir.create(tmp_path / "run", cfg), progress=False)
+    rec = summary["final"]
+    assert summary["status"] == "finished" and rec["step"] == 6
+    assert math.isfinite(rec["train/rnc1_mean"]) and math.isfinite(rec["test/loss"])

@@ -53,7 +53,8 @@ class DataConfig:
         default=0, metadata=_rng(0, doc="seed of the train/held-out split (fixed across run seeds)")
     )
     normalize: bool = field(
-        default=True, metadata=_rng(doc="standardise with the dataset's mean/std (MNIST 0.1307/0.3081)")
+        default=True,
+        metadata=_rng(doc="standardise with the dataset's mean/std (MNIST: 0.1307/0.3081)"),
     )
     modulus: int = field(default=97, metadata=_rng(2, doc="modular: the prime p"))
     operation: str = field(
