@@ -38,3 +38,26 @@ def test_demo_groks(tmp_path) -> None:
     names = {p.name for p in (run_dir.figures_dir).iterdir()}
     assert {"accuracy.png", "collapse.png", "nc2.png", "bound.png", "overview.png",
             "information_plane.png", "figure4.png"} <= names
+
+
+@pytest.mark.slow
+def test_modular_addition_groks(tmp_path) -> None:
+    """`latephase run --preset modular-addition` (the acceptance run of the classic task):
+    train accuracy 1 early, held-out >= 0.95 at the end, t_grok >= 3 t_fit, and RNC1 falling
+    with the held-out accuracy rise.  Information estimators are off to halve the time (they
+    do not enter these criteria); about 3-5 minutes on one core."""
+    cfg = make_config("modular-addition", overrides=["measures.information=[]"])
+    run_dir, summary = run(cfg, tmp_path, "modular", progress=False, figures=False)
+    assert summary["status"] == "finished"
+    recs = run_dir.records()
+    sc, fin = summary["timescales"], summary["final"]
+    assert sc["t_fit"] is not None and sc["t_fit"] < 0.1 * cfg.train.steps  # fit early
+    assert fin["test/acc"] >= 0.95 and fin["train/acc"] == 1.0
+    assert sc["t_grok"] is not None and sc["t_grok"] >= 3 * sc["t_fit"]
+    steps = [r["step"] for r in recs]
+    # RNC1 (train and held-out) falls while the held-out accuracy rises: between the last
+    # point with held-out accuracy <= 0.1 after t_fit and the end, both fall by >= 5x
+    start = max(r["step"] for r in recs if r["test/acc"] <= 0.1)
+    assert start > sc["t_fit"]
+    for key in ("train/rnc1_mean", "test/rnc1_mean"):
+        assert fin[key] < 0.2 * value_at(steps, [r[key] for r in recs], start), key
