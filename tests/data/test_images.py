@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from latephase.config import DataConfig
-from latephase.data import build_dataset
+from latephase.data import build_dataset, images
 from latephase.data.images import CIFAR10_MEAN, CIFAR10_STD, FASHION_MEAN, FASHION_STD
 
 from .formats import idx_bytes, py2_pickle, raises_one_line, write_idx, write_mnist
@@ -26,14 +26,15 @@ def _cfg(name: str = "mnist", **kw: Any) -> DataConfig:
 
 
 def write_balanced_cifar(root: Path, per_batch: int = 20) -> dict[str, dict[bytes, Any]]:
-    """Six CIFAR-10 python-version batches with labels 0..9 cycling (balanced)."""
+    """Six CIFAR-10 python-version batches, each with every label 0..9 equally often, in a
+    seeded random order."""
     root.mkdir(parents=True, exist_ok=True)
     batches = {}
     for seed, name in enumerate(CIFAR_NAMES):
         rng = np.random.default_rng(seed)
         batch = {
             b"batch_label": name.encode(),
-            b"labels": [i % 10 for i in range(per_batch)],
+            b"labels": [int(v) for v in rng.permutation(np.arange(per_batch) % 10)],
             b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
             b"filenames": [b"img_%d.png" % i for i in range(per_batch)],
         }
@@ -184,10 +185,14 @@ def test_cifar10_shapes_per_channel_normalisation(
     mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
     assert torch.allclose(d.x_train, (raw.x_train - mean) / std, atol=1e-5)
-    # channel-first: the first 1024 bytes of a row are the red plane
-    src = _rows(np.concatenate([batches[n][b"data"] for n in CIFAR_NAMES[:5]]))
-    for x in raw.x_train[:5]:
-        assert np.rint(x.numpy() * 255).astype(np.uint8).tobytes() in src
+    # channel-first: the first 1024 bytes of a row are the red plane; each image keeps its
+    # own label (training rows from the five data batches, held out from test_batch)
+    for xs, ys, names in ((raw.x_train, raw.y_train, CIFAR_NAMES[:5]),
+                          (raw.x_test, raw.y_test, CIFAR_NAMES[5:])):
+        src = _rows(np.concatenate([batches[n][b"data"] for n in names]))
+        labels = sum((batches[n][b"labels"] for n in names), [])
+        for x, y in zip(xs, ys, strict=True):
+            assert labels[src[np.rint(x.numpy() * 255).astype(np.uint8).tobytes()]] == int(y)
     assert d.meta["classes"][0] == "airplane"
 
 
@@ -262,3 +267,27 @@ def test_download_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert d.x_train.shape == (10, 1, 28, 28) and len(d.y_test) == 10
     build_dataset(_cfg(train_size=10, download=True))  # files present: no second fetch
     assert len(calls) == 2
+
+
+def test_mnist_files_read_as_fashion_mnist_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flat MNIST files in $LATEPHASE_DATA would otherwise silently serve as Fashion-MNIST (the
+    file names are the same); at the official size the mean pixel tells them apart."""
+    monkeypatch.setitem(images.OFFICIAL_TRAIN_SIZE, "mnist", 50)
+    monkeypatch.setitem(images.OFFICIAL_TRAIN_SIZE, "fashion-mnist", 50)
+    write_mnist(tmp_path, n_train=50, n_test=20)
+    mnist_like = np.full((50, 28, 28), 33, dtype=np.uint8)  # mean 0.1294, MNIST's is 0.1307
+    write_idx(tmp_path / "train-images-idx3-ubyte", mnist_like)
+    monkeypatch.setenv("LATEPHASE_DATA", str(tmp_path))  # flat: no per-dataset directory
+    assert build_dataset(_cfg(train_size=20)).x_train.shape == (20, 1, 28, 28)
+    msg = raises_one_line(
+        r"train-images-idx3-ubyte: these 50 training images have mean pixel 0.129\d, not "
+        r"fashion-mnist's 0.2860, so they are another dataset's files .*; expected the "
+        r"standard MNIST IDX format",
+        build_dataset,
+        _cfg("fashion-mnist", train_size=20),
+    )
+    assert msg.startswith(str((tmp_path / "train-images-idx3-ubyte").absolute()))
+    monkeypatch.setitem(images.OFFICIAL_TRAIN_SIZE, "fashion-mnist", 60000)  # not full size
+    assert build_dataset(_cfg("fashion-mnist", train_size=20)).num_classes == 10

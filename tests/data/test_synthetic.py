@@ -13,7 +13,7 @@ import torch
 
 from latephase.config import DataConfig
 from latephase.data import build_dataset
-from latephase.data.synthetic import _mnist1d_arrays, orthogonal_bayes_error
+from latephase.data.synthetic import _mnist1d_arrays, gaussian_mixture, orthogonal_bayes_error
 
 from .formats import raises_one_line
 
@@ -136,3 +136,45 @@ def test_mixture_bayes_error_known_answers() -> None:
     p = d.meta["bayes_error"]
     assert 0.1 < p < 0.3  # a regime where the check has power
     assert abs(err - p) < 5 * math.sqrt(p * (1 - p) / 20000)
+
+
+def test_mixture_with_chosen_means_and_covariance_known_answer() -> None:
+    """Two classes with a shared anisotropic covariance: the Bayes (LDA) error is
+    Phi(-Delta / 2), Delta the Mahalanobis distance between the means."""
+    means = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0]])
+    cov = np.array([[2.0, 0.6, 0.0], [0.6, 1.0, 0.0], [0.0, 0.0, 0.25]])
+    d = gaussian_mixture(means, cov, train_size=11, test_size=40000, seed=5)
+    assert d.x_train.shape == (11, 3) and d.x_test.shape == (40000, 3) and d.num_classes == 2
+    assert torch.bincount(d.y_train).tolist() == [6, 5]
+    np.testing.assert_array_equal(np.asarray(d.meta["covariance"]), cov)
+    x, y = d.x_test.double(), d.y_test
+    for c in range(2):  # sample covariance within 5 standard errors (entries <= 2)
+        xc = x[y == c]
+        assert float((xc.mean(0) - torch.tensor(means[c])).abs().max()) < 5 * math.sqrt(2 / len(xc))
+        assert float((torch.cov(xc.T) - torch.tensor(cov)).abs().max()) < 5 * 2 * math.sqrt(
+            2 / len(xc)
+        )
+    inv = np.linalg.inv(cov)
+    diff = means[1] - means[0]
+    delta = math.sqrt(diff @ inv @ diff)
+    p = 0.5 * math.erfc(delta / 2 / math.sqrt(2))
+    w = torch.tensor(inv @ diff)
+    b = float(w @ torch.tensor(means[0] + means[1])) / 2
+    err = float(((x @ w > b).long() != y).double().mean())
+    assert 0.1 < p < 0.3 and abs(err - p) < 5 * math.sqrt(p * (1 - p) / len(y))
+    again = gaussian_mixture(means, cov, train_size=11, test_size=40000, seed=5)
+    assert torch.equal(again.x_train, d.x_train) and torch.equal(again.x_test, d.x_test)
+    assert not torch.equal(gaussian_mixture(means, cov, 11, 10, seed=6).x_train, d.x_train)
+    iso = gaussian_mixture(means, 0.49, train_size=4, test_size=4)  # a float: variance * I
+    np.testing.assert_allclose(np.asarray(iso.meta["covariance"]), 0.49 * np.eye(3))
+
+
+def test_mixture_with_chosen_covariance_errors() -> None:
+    means = np.eye(2)
+    raises_one_line(r"must be a symmetric \[2, 2\]", gaussian_mixture, means, np.eye(3), 4)
+    raises_one_line(
+        r"not positive definite", gaussian_mixture, means, np.array([[1.0, 2], [2, 1]]), 4
+    )
+    raises_one_line(r"variance must be > 0", gaussian_mixture, means, 0.0, 4)
+    raises_one_line(r"means must be \[K >= 2, dim\]", gaussian_mixture, np.ones(3), 1.0, 4)
+    raises_one_line(r"train_size=1 is smaller than the 2 classes", gaussian_mixture, means, 1.0, 1)

@@ -294,3 +294,21 @@ def test_download_needs_datasets_package(tmp_path: Path, monkeypatch: pytest.Mon
             _cfg(name, root=str(tmp_path), download=True),
         )
     assert not any(tmp_path.iterdir())  # nothing created before the package check
+
+
+def test_tokenizer_never_sees_held_out_rows_drawn_from_the_training_file(tmp_path: Path) -> None:
+    """Without data.test_file the held-out rows come from the training file: the vocabulary
+    must be fitted on the chosen training rows only, or held-out words would leak into it."""
+    rows = [(f"shared word{i}", "a" if i % 2 else "b") for i in range(20)]
+    train = _write_table(tmp_path / "train.jsonl", rows)
+    d = build_dataset(
+        _cfg("jsonl", train_file=str(train), text_column="review", label_column="stars",
+             train_size=6)
+    )
+    tok = WordTokenizer.from_state_dict(d.meta["tokenizer"])
+    assert len(d.y_test) == 14 and "shared" in tok.stoi
+    held_out_words = {f"word{i}" for i in range(20)} - {
+        tok.itos[int(t)] for t in d.x_train.flatten()
+    }
+    assert len(held_out_words) == 14 and not held_out_words & set(tok.stoi)
+    assert (d.x_test[:, 2] == WordTokenizer.UNK).all()  # [CLS] shared <unk>

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.data.formats import write_sst2
 from torch import nn
 
 import latephase
-from latephase.config import ModelConfig
+from latephase.config import DataConfig, ModelConfig
+from latephase.data import build_dataset
+from latephase.errors import ConfigError
 from latephase.models import MODELS, FeatureModel, build_model, head_of
 from latephase.models.transformer import EncoderLayer
 
@@ -128,10 +132,14 @@ def test_training_steps_reduce_loss_and_reach_every_parameter(case: str) -> None
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
+    pad_id = CASES[case][2].get("pad_id")
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        if name != "embed.weight":  # the padding row's gradient is zero by design
-            assert p.grad.abs().sum() > 0, name
+        grad = p.grad
+        if name == "embed.weight" and pad_id is not None:  # the padding row's gradient is zero
+            assert not grad[pad_id].any(), name
+            grad = grad[torch.arange(len(grad)) != pad_id]
+        assert grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -297,6 +305,43 @@ def test_transformer_paper_defaults_are_one_layer_128_4_256() -> None:
 def test_transformer_rejects_a_patch_that_does_not_divide_the_image() -> None:
     with pytest.raises(ValueError, match="not divisible by patch=3"):
         build_model(make_cfg("transformer", patch=3), (1, 8, 8), K, {})
+
+
+def test_text_dataset_and_transformer_agree_on_padding(tmp_path: Path) -> None:
+    """A real text dataset (rows ``[CLS] w1 .. wn [PAD] ..``, pad id in ``meta``) through the
+    Transformer built from its ``meta``: padding is masked, the data-side [CLS] is an ordinary
+    token, and trailing padding of any length leaves g(x) unchanged."""
+    write_sst2(tmp_path)
+    data = build_dataset(DataConfig(name="sst2", root=str(tmp_path), train_size=12, max_len=16))
+    pad = data.meta["pad_id"]
+    x = data.x_train
+    assert (x == pad).any() and not (x[:, 0] == pad).any()  # padded rows, never all padding
+    torch.manual_seed(0)
+    model = build_model(make_cfg("transformer"), data.input_shape, 2, data.meta)
+    assert model.embed.padding_idx == pad  # type: ignore[union-attr]
+    assert model.pos.shape[1] == 16 + 1  # the model's CLS + max_len positions
+    model.eval()
+    with torch.no_grad():
+        g = model.features(x)  # type: ignore[operator]
+        used = int((x != pad).sum(1).max())
+        torch.testing.assert_close(model.features(x[:, :used]), g)  # type: ignore[operator]
+        noisy = x.clone()  # ids other than the pad id are real tokens, even unknown ones
+        noisy[x == pad] = data.meta["unk_id"]
+        assert ((model.features(noisy) - g).abs().amax(1) > 1e-4).all()  # type: ignore[operator]
+
+
+def test_build_errors_are_config_errors() -> None:
+    """Model/data mismatches a user can cause print one line in the CLI (LatephaseError)."""
+    with pytest.raises(ConfigError, match="mlp reads float features"):
+        build_model(make_cfg("mlp"), (2,), K, TOKENS_NOPAD)
+    with pytest.raises(ConfigError, match=r"cnn needs images"):
+        build_model(make_cfg("cnn"), (9,), K, TOKENS_PAD)
+    with pytest.raises(ConfigError, match=r"resnet18 needs images"):
+        build_model(make_cfg("resnet18"), (1, 40), K, {})
+    with pytest.raises(ConfigError, match="not divisible by heads=3"):
+        build_model(make_cfg("transformer", heads=3), (1, 8, 8), K, {})
+    with pytest.raises(ConfigError, match="vocab_size"):
+        build_model(make_cfg("transformer"), (1, 40), K, {})
 
 
 def test_transformer_rejects_the_wrong_input_kind() -> None:

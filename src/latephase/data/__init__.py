@@ -47,6 +47,7 @@ from latephase.data.synthetic import (
     build_gaussian_mixture,
     build_mnist1d,
     build_modular,
+    gaussian_mixture,
     mnist1d_availability,
 )
 from latephase.data.text import (
@@ -71,6 +72,7 @@ __all__ = [
     "build_mnist",
     "build_modular",
     "data_root",
+    "gaussian_mixture",
     "min_count",
 ]
 

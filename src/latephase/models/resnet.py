@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from latephase.config import ModelConfig
+from latephase.errors import ConfigError
 from latephase.models import ACTIVATIONS
 from latephase.models.base import apply_init_scale
 
@@ -93,8 +94,8 @@ class ResNet(nn.Module):
 
 def _build(name: str, cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> ResNet:
     if len(input_shape) != 3:
-        raise ValueError(f"{name} needs images with per-example shape (C, H, W); got "
-                         f"{input_shape}")
+        raise ConfigError(f"{name} needs images with per-example shape (C, H, W); got "
+                          f"{input_shape}")
     model = ResNet(input_shape[0], DEPTHS[name], num_classes, cfg.activation)
     apply_init_scale(model, cfg, "resnet")
     return model

@@ -8,6 +8,12 @@ ids [n, L] (the dataset's ``meta`` has ``vocab_size``) go through an ``nn.Embedd
 positions holding ``meta["pad_id"]`` are masked out as attention keys.  Learned position
 embeddings cover the CLS token too.
 
+Text rows from :mod:`latephase.data.text` begin with the tokenizer's own ``[CLS]`` id; to this
+model it is an ordinary (learned, never masked) token at position 1 -- the representation is
+always read at position 0, from the model's CLS.  The data-side ``[CLS]`` is kept on purpose:
+it is redundant but harmless (one more key per row), and dropping it would make the rows differ
+from what the saved tokenizer (``meta["tokenizer"]``) encodes.
+
 The encoder layer is written here rather than taken from ``nn.TransformerEncoderLayer``: it is
 the same post-LayerNorm layer (``norm_first=False``, as in that class and BERT), with the same
 init, but it behaves identically in train and eval mode (no fast path, no nested tensors), and
@@ -27,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latephase.config import ModelConfig
+from latephase.errors import ConfigError
 from latephase.models import ACTIVATIONS
 from latephase.models.base import apply_init_scale
 
@@ -146,18 +153,18 @@ def build_transformer(cfg: ModelConfig, input_shape: tuple[int, ...], num_classe
     token ids ``(L,)`` (``meta["pad_id"]``: padding id, None or absent = no padding)."""
     meta = meta or {}
     if cfg.dim % cfg.heads:
-        raise ValueError(f"transformer: dim={cfg.dim} is not divisible by heads={cfg.heads}")
+        raise ConfigError(f"transformer: dim={cfg.dim} is not divisible by heads={cfg.heads}")
     vocab_size = meta.get("vocab_size")
     if vocab_size is not None:
         if len(input_shape) != 1:
-            raise ValueError(f"transformer on tokens needs per-example shape (L,); got "
-                             f"{input_shape}")
+            raise ConfigError(f"transformer on tokens needs per-example shape (L,); got "
+                              f"{input_shape}")
     elif len(input_shape) != 3:
-        raise ValueError(f"transformer needs images (C, H, W) or token ids (meta with "
-                         f"vocab_size); got per-example shape {input_shape} and no vocab_size")
+        raise ConfigError(f"transformer needs images (C, H, W) or token ids (meta with "
+                          f"vocab_size); got per-example shape {input_shape} and no vocab_size")
     elif input_shape[1] % cfg.patch or input_shape[2] % cfg.patch:
-        raise ValueError(f"transformer: image size {input_shape[1]}x{input_shape[2]} is not "
-                         f"divisible by patch={cfg.patch}; choose a patch size dividing both")
+        raise ConfigError(f"transformer: image size {input_shape[1]}x{input_shape[2]} is not "
+                          f"divisible by patch={cfg.patch}; choose a patch size dividing both")
     model = Transformer(input_shape, num_classes, dim=cfg.dim, heads=cfg.heads, ffn=cfg.ffn,
                         layers=cfg.layers, patch=cfg.patch, activation=cfg.activation,
                         vocab_size=None if vocab_size is None else int(vocab_size),
