@@ -166,3 +166,11 @@ def test_datasets_and_presets_listing(capsys) -> None:
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "demo" in out and "fig3-small" in out and "modular-addition" in out
+
+
+def test_model_data_mismatch_exit_2_no_run_dir(tmp_path, capsys) -> None:
+    out_dir = tmp_path / "runs"
+    code, _, err = run_cli(["run", "--preset", "modular-addition", "--out", str(out_dir),
+                            "data.modulus=23", "data.encoding=tokens"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "transformer" in err
+    assert not out_dir.exists()

@@ -24,11 +24,13 @@ def run(cfg: Config, out: str | Path = "runs", name: str | None = None, *,
     The data are built before the directory is created, so a bad data path leaves nothing
     on disk.
     """
+    from latephase.models import build_model
     from latephase.train import train
     from latephase.train.loop import resolve_device
 
     resolve_device(cfg.device)  # an unavailable device fails before anything is written
     data = build_dataset(cfg.data)
+    build_model(cfg.model, data.input_shape, data.num_classes, data.meta)  # so does a misfit
     run_dir = RunDir.create(Path(out) / (name or default_run_name(cfg)), cfg)
     summary = train(cfg, run_dir, progress=progress, data=data)
     if figures:

@@ -80,9 +80,9 @@ class DataConfig:
     text_column: str = field(default="text", metadata=_rng(doc="csv/jsonl: text column"))
     label_column: str = field(default="label", metadata=_rng(doc="csv/jsonl: label column"))
     vocab_size: int = field(
-        default=20000, metadata=_rng(2, doc="text: word vocabulary size (incl. pad and unk)")
+        default=20000, metadata=_rng(4, doc="text: vocabulary size (incl. pad, unk and [CLS])")
     )
-    max_len: int = field(default=128, metadata=_rng(1, doc="text: tokens kept per example"))
+    max_len: int = field(default=128, metadata=_rng(2, doc="text: tokens kept per example"))
     mixture_classes: int = field(default=10, metadata=_rng(2, doc="gaussian-mixture: K"))
     mixture_dim: int = field(default=20, metadata=_rng(1, doc="gaussian-mixture: dimension"))
     mixture_separation: float = field(

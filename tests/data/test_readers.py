@@ -388,6 +388,26 @@ def test_read_ag_news_csv_errors(tmp_path: Path) -> None:
     _raises_one_line(r"file not found" + fmt, read_ag_news_csv, tmp_path / "absent.csv")
 
 
+@pytest.mark.parametrize("fmt", ["sst2", "trec", "ag_news"])
+def test_truncated_text_files(tmp_path: Path, fmt: str) -> None:
+    """A text file cut off mid-record (a partial download) is a one-line error naming the
+    file and the expected format, not a silently shorter dataset."""
+    p = tmp_path / "cut"
+    content, reader, expected = {
+        "sst2": ("sentence\tlabel\ngood film\t1\nbad fi", read_glue_tsv,
+                 "expected a GLUE SST-2 TSV file"),
+        "trec": ("DESC:def What is x ?\nHUM:ind Who wa", None, ""),
+        "ag_news": ('"1","t","d"\n"2","Phelps Wins","He said', read_ag_news_csv,
+                    "expected the original AG News CSV"),
+    }[fmt]
+    p.write_text(content)
+    if reader is None:  # a TREC line cut mid-question is still a valid line: nothing to detect
+        assert read_trec(p)[0][-1] == "Who wa"
+        return
+    msg = _raises_one_line(expected, reader, p)
+    assert str(p) in msg or p.name in msg
+
+
 def test_read_text_table_csv_string_labels(tmp_path: Path) -> None:
     p = tmp_path / "d.csv"
     p.write_text('id,text,sentiment\n1,"good, really",pos\n2,bad,neg\n3,meh,neutral\n4,great,pos\n')

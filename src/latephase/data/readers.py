@@ -515,7 +515,7 @@ def read_ag_news_csv(path: PathLike) -> tuple[list[str], np.ndarray]:
     text = _read_text(path, AG_NEWS_FORMAT)
     texts: list[str] = []
     labels: list[int] = []
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         for rowno, row in enumerate(reader, start=1):
             if not row or all(not f.strip() for f in row):
