@@ -61,7 +61,8 @@ def test_toml_file_with_preset(tmp_path) -> None:
         (["optim.lr=-1"], r"optim.lr: value -1.0 out of range; valid range is \(0.0, inf\]"),
         (["train.steps=0"], r"train.steps: value 0 out of range"),
         (["model.name=transformer9"],
-         r"model.name: unknown name 'transformer9'; valid choices: mlp"),
+         r"model.name: unknown name 'transformer9'; valid choices: cnn, mlp, resnet18, "
+         r"resnet34, transformer"),
         (["data.name=imagenet"], r"data.name: unknown name 'imagenet'; valid choices: .*mnist"),
         (["optim.name=lion"], r"optim.name: unknown name 'lion'; valid choices: adamw, sgd"),
         (["train.eval_schedule=sometimes"], r"train.eval_schedule: unknown value 'sometimes'"),
