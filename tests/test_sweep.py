@@ -230,3 +230,15 @@ def test_ray_executor_two_runs(tmp_path) -> None:
     assert summary["counts"] == {"finished": 2}
     for run in ("wd0.3-seed0", "wd0.3-seed1"):
         assert (tmp_path / "t" / run / "metrics.jsonl").exists()
+
+
+def test_ensemble_executor_falls_back_to_local_for_other_models(tmp_path, capsys) -> None:
+    text = (BASE.replace('"optim.weight_decay" = [0.3, 0.1]', '"optim.weight_decay" = [0.3]')
+            .replace('"model.widths" = [16]', '"model.name" = "cnn"\n"model.channels" = [2, 2]\n'
+                                              '"model.fc_width" = 8\n"train.batch_size" = 20')
+            .replace('"train.steps" = 60', '"train.steps" = 10'))
+    spec = load_spec(_spec(tmp_path, text))
+    summary = run_sweep(spec, tmp_path, executor="ensemble", workers=1, progress=False)
+    assert summary["counts"] == {"finished": 2}
+    err = capsys.readouterr().err
+    assert "2 run(s) cannot be vectorized (model.name='cnn'" in err

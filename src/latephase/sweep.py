@@ -278,6 +278,9 @@ def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
         n = min(per_group, len(members))
         chunks += [members[i::n] for i in range(n)]
     if solo:
+        reason = ensemble_supported(config_from_dict(solo[0][1]))
+        print(f"latephase: note: {len(solo)} run(s) cannot be vectorized ({reason}); they run "
+              "with the local executor", file=sys.stderr)
         _local(solo, workers, report)
     if workers <= 1 or len(chunks) <= 1:
         for chunk in chunks:
