@@ -242,3 +242,18 @@ def test_ensemble_executor_falls_back_to_local_for_other_models(tmp_path, capsys
     assert summary["counts"] == {"finished": 2}
     err = capsys.readouterr().err
     assert "2 run(s) cannot be vectorized (model.name='cnn'" in err
+
+
+def test_step_progress_polls_run_directories(tmp_path, capsys) -> None:
+    from latephase.sweep import _StepProgress
+
+    jobs = []
+    for name, steps in (("a", [0, 10]), ("b", [0, 5, 20])):
+        (tmp_path / name).mkdir()
+        lines = [json.dumps({"step": s}) for s in steps]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 9')
+        jobs.append((str(tmp_path / name), {"train": {"steps": 30}}))
+    with _StepProgress(jobs, {"a": "finished"}, enabled=True, every=0.01):
+        time.sleep(0.05)
+    err = capsys.readouterr().err
+    assert "30/60" in err and "runs: 1 finished of 2" in err  # the torn last line is ignored

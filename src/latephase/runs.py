@@ -75,6 +75,25 @@ def environment() -> dict[str, str]:
             "python": platform.python_version(), "host": socket.gethostname()}
 
 
+def last_step(path: Path) -> int:
+    """Step of the last complete record of a metrics.jsonl (0 if none), reading only its
+    tail; for progress displays that poll runs written by other processes."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            lines = fh.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
     """Records of a metrics.jsonl; a torn (unparseable) last line is skipped silently,
     an unparseable line elsewhere is skipped with a warning."""

@@ -314,22 +314,63 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, executor: str = "loc
     runs = spec.runs()
     jobs = [(str(root / r.name), spec.run_config(r).to_dict()) for r in runs]
     workers = workers or os.cpu_count() or 1
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), unit="run", disable=not progress, file=sys.stderr)
+    ended: dict[str, str] = {}
 
     def report(res: dict[str, Any]) -> None:
-        bar.update(1)
-        bar.set_postfix_str(f"{res['run']}: {res['status']}")
+        ended[res["run"]] = res["status"]
 
-    try:
+    with _StepProgress(jobs, ended, enabled=progress):
         if executor == "ray":
             _ray(jobs, workers, report, address)
         else:
             EXECUTORS[executor](jobs, workers, report)
-    finally:
-        bar.close()
     return write_summary(root, spec)
+
+
+class _StepProgress:
+    """A progress bar over the training steps of every run of a sweep, whatever executes
+    them: a thread polls the tail of each run's metrics.jsonl every ``every`` seconds."""
+
+    def __init__(self, jobs: list[tuple[str, dict[str, Any]]], ended: dict[str, str], *,
+                 enabled: bool, every: float = 2.0) -> None:
+        import threading
+
+        self.paths = [Path(p) / "metrics.jsonl" for p, _ in jobs]
+        self.total = sum(int(c["train"]["steps"]) for _, c in jobs)
+        self.ended, self.enabled, self.every = ended, enabled, every
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _poll(self, bar: Any) -> None:
+        from latephase.runs import last_step
+
+        bar.n = sum(last_step(p) for p in self.paths)
+        counts = {s: list(self.ended.values()).count(s) for s in sorted(set(self.ended.values()))}
+        done = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none ended yet"
+        bar.set_postfix_str(f"runs: {done} of {len(self.paths)}", refresh=False)
+        bar.refresh()
+
+    def _loop(self) -> None:
+        from tqdm.auto import tqdm
+
+        from latephase.runs import last_step
+
+        with tqdm(total=self.total, unit="step", file=sys.stderr, dynamic_ncols=True,
+                  smoothing=0.1) as bar:
+            bar.n = bar.last_print_n = sum(last_step(p) for p in self.paths)  # resumed work
+            while not self.stop.wait(self.every):
+                self._poll(bar)
+            self._poll(bar)
+
+    def __enter__(self) -> _StepProgress:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.enabled:
+            self.thread.join()
 
 
 # ----------------------------------------------------------------------------- analysis
