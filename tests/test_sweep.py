@@ -110,10 +110,14 @@ def test_sigkill_mid_sweep_then_rerun(tmp_path, executor) -> None:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = tmp_path / "t" / "wd0.3-seed1" / "metrics.jsonl"
     deadline = time.time() + 300
-    while time.time() < deadline and not (target.exists() and target.stat().st_size > 0):
-        time.sleep(0.05)
+    while time.time() < deadline and not (target.exists()
+                                          and target.read_bytes().count(b"\n") >= 20):
+        time.sleep(0.02)  # mid-run: 20 of the 61 evaluation points written
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    killed_at = target.read_bytes().count(b"\n")  # the kill must land mid-run
+    assert killed_at < len((ref_dir / "t" / "wd0.3-seed1" / "metrics.jsonl").read_bytes()
+                           .splitlines())
     res = subprocess.run(cmd, capture_output=True, timeout=600)
     assert res.returncode == 0, res.stderr
     for run in ("wd0.3-seed0", "wd0.3-seed1", "wd0.1-seed0", "wd0.1-seed1"):
@@ -127,6 +131,20 @@ def test_sigkill_mid_sweep_then_rerun(tmp_path, executor) -> None:
 
 def _values(path: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _assert_same_metrics(got: Path, want: Path) -> None:
+    """Same steps and keys; floats equal to rel 1e-6 (see the member = solo test), NaN and
+    inf where the reference has them."""
+    ens, solo = _values(got / "metrics.jsonl"), _values(want / "metrics.jsonl")
+    assert [r["step"] for r in ens] == [r["step"] for r in solo]
+    for a, b in zip(ens, solo, strict=True):
+        assert a.keys() == b.keys()
+        for key, value in b.items():
+            if isinstance(value, float) and math.isfinite(value):
+                assert a[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (got, key)
+            elif isinstance(value, float):
+                assert str(a[key]) == str(value), (got, key)
 
 
 def test_ensemble_member_equals_solo_run(tmp_path) -> None:
@@ -147,14 +165,7 @@ def test_ensemble_member_equals_solo_run(tmp_path) -> None:
     train_ensemble(cfgs, runs, progress=False)
     for i, cfg in enumerate(cfgs):
         train(cfg, RunDir.create(tmp_path / f"solo{i}", cfg), progress=False)
-        ens = _values(tmp_path / f"member{i}" / "metrics.jsonl")
-        solo = _values(tmp_path / f"solo{i}" / "metrics.jsonl")
-        assert [r["step"] for r in ens] == [r["step"] for r in solo]
-        for a, b in zip(ens, solo, strict=True):
-            assert a.keys() == b.keys()
-            for key, value in b.items():
-                if isinstance(value, float) and math.isfinite(value):
-                    assert a[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (i, key)
+        _assert_same_metrics(tmp_path / f"member{i}", tmp_path / f"solo{i}")
     assert len({json.dumps(_values(tmp_path / f"member{i}" / "metrics.jsonl")[-1])
                 for i in range(3)}) == 3  # the members really differ
 
@@ -257,3 +268,164 @@ def test_step_progress_polls_run_directories(tmp_path, capsys) -> None:
         time.sleep(0.05)
     err = capsys.readouterr().err
     assert "30/60" in err and "runs: 1 finished of 2" in err  # the torn last line is ignored
+
+
+def _interrupt(spec_path: Path, out: Path, stops: dict[str, int]) -> None:
+    """Start the named runs of a sweep alone and interrupt each after its number of steps
+    (as a Ctrl-C of the local executor would: every run at its own step)."""
+    from latephase.runs import RunDir
+    from latephase.train import train
+
+    spec = load_spec(spec_path)
+    for r in spec.runs():
+        if r.name in stops:
+            run = RunDir.create(out / spec.name / r.name, spec.run_config(r))
+            with pytest.raises(KeyboardInterrupt):
+                train(spec.run_config(r), run, progress=False, stop_after=stops[r.name])
+
+
+def test_ensemble_resumes_runs_interrupted_at_different_steps(tmp_path) -> None:
+    """Runs interrupted at steps 40 and 50 hold the same number of evaluations (the log
+    schedule has none between 33 and 60); an ensemble must not put them in one lockstep."""
+    spec_path = _spec(tmp_path, BASE.replace('"optim.weight_decay" = [0.3, 0.1]',
+                                             '"optim.weight_decay" = [0.3]'))
+    ref = run_sweep(load_spec(spec_path), tmp_path / "ref", workers=1, progress=False)
+    assert ref["counts"] == {"finished": 2}
+    _interrupt(spec_path, tmp_path, {"wd0.3-seed0": 40, "wd0.3-seed1": 50})
+    summary = run_sweep(load_spec(spec_path), tmp_path, executor="ensemble", workers=1,
+                        progress=False)
+    assert summary["counts"] == {"finished": 2}
+    for run in ("wd0.3-seed0", "wd0.3-seed1"):
+        assert ((tmp_path / "t" / run / "metrics.jsonl").read_bytes()
+                == (tmp_path / "ref" / "t" / run / "metrics.jsonl").read_bytes()), run
+
+
+def test_ensemble_resumes_with_the_run_directory_config(tmp_path) -> None:
+    """Like the local executor, the ensemble continues a run with the config it was started
+    with (config.json), not with an edited spec."""
+    spec_path = _spec(tmp_path, BASE.replace('"optim.weight_decay" = [0.3, 0.1]',
+                                             '"optim.weight_decay" = [0.3]'))
+    ref = run_sweep(load_spec(spec_path), tmp_path / "ref", workers=1, progress=False)
+    assert ref["counts"] == {"finished": 2}
+    _interrupt(spec_path, tmp_path, {"wd0.3-seed0": 20})
+    spec_path.write_text(spec_path.read_text().replace('"train.steps" = 60',
+                                                       '"train.steps" = 80'))
+    summary = run_sweep(load_spec(spec_path), tmp_path, executor="ensemble", workers=1,
+                        progress=False)
+    assert summary["counts"] == {"finished": 2}
+    assert ((tmp_path / "t" / "wd0.3-seed0" / "metrics.jsonl").read_bytes()
+            == (tmp_path / "ref" / "t" / "wd0.3-seed0" / "metrics.jsonl").read_bytes())
+    assert json.loads((tmp_path / "t" / "wd0.3-seed1" / "metrics.jsonl").read_text()
+                      .splitlines()[-1])["step"] == 80  # the new run follows the new spec
+
+
+def test_ensemble_member_failing_in_evaluation_is_isolated(tmp_path, monkeypatch) -> None:
+    """An exception while measuring one member fails that member only."""
+    from latephase.train.loop import Member
+
+    spec_path = _spec(tmp_path, BASE.replace('"optim.weight_decay" = [0.3, 0.1]',
+                                             '"optim.weight_decay" = [0.3]'))
+    run_sweep(load_spec(spec_path), tmp_path / "ref", workers=1, progress=False)
+    evaluate = Member.evaluate
+
+    def flaky(self: Member, *args: object, **kwargs: object) -> dict:
+        if self.cfg.seed == 1 and self.step >= 10:
+            raise FloatingPointError("estimator blew up")
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Member, "evaluate", flaky)
+    summary = run_sweep(load_spec(spec_path), tmp_path, executor="ensemble", workers=1,
+                        progress=False)
+    status = {r["run"]: (r["status"], r["error"]) for r in summary["runs"]}
+    assert status == {"wd0.3-seed0": ("finished", None),
+                      "wd0.3-seed1": ("failed", "FloatingPointError: estimator blew up")}
+    assert ((tmp_path / "t" / "wd0.3-seed0" / "metrics.jsonl").read_bytes()
+            == (tmp_path / "ref" / "t" / "wd0.3-seed0" / "metrics.jsonl").read_bytes())
+
+
+def test_ensemble_checkpoints_members_together(tmp_path, monkeypatch) -> None:
+    """Time-based checkpoints of an ensemble are taken for every member at the same step
+    (else a killed ensemble resumes as several smaller ones); a member's checkpoint holds
+    its own parameters only, not the stacked tensors its parameters are views into."""
+    import types
+
+    import latephase.train.ensemble as ensemble_mod
+    import latephase.train.loop as loop_mod
+    from latephase.config import make_config
+    from latephase.runs import RunDir
+    from latephase.train import train
+    from latephase.train.ensemble import train_ensemble
+    from latephase.train.loop import Member
+    from tests.conftest import SMALL
+
+    clock = types.SimpleNamespace(t=0.0)
+
+    def tick() -> float:
+        clock.t += 1.0
+        return clock.t
+
+    fake = types.SimpleNamespace(perf_counter=tick)
+    monkeypatch.setattr(loop_mod, "time", fake)
+    monkeypatch.setattr(ensemble_mod, "time", fake)
+    taken: dict[str, list[int]] = {}
+    save = Member.checkpoint
+
+    def logged(self: Member) -> None:
+        taken.setdefault(self.run.path.name, []).append(self.step)
+        save(self)
+
+    monkeypatch.setattr(Member, "checkpoint", logged)
+    cfgs = [make_config("demo", overrides=[*SMALL, f"seed={s}", "train.checkpoint_every_s=20"])
+            for s in (0, 1, 2)]
+    train_ensemble(cfgs, [RunDir.create(tmp_path / f"m{i}", c) for i, c in enumerate(cfgs)],
+                   progress=False)
+    assert len(taken["m0"]) > 2 and taken["m0"] == taken["m1"] == taken["m2"], taken
+    train(cfgs[0], RunDir.create(tmp_path / "solo", cfgs[0]), progress=False)
+    size = (tmp_path / "solo" / "checkpoints" / "last.pt").stat().st_size
+    assert (tmp_path / "m0" / "checkpoints" / "last.pt").stat().st_size == size
+
+
+def test_ensemble_checkpoint_resumes_alone(tmp_path) -> None:
+    """A member's checkpoint has a solo run's format: an interrupted ensemble member
+    continued alone ends as the run trained alone from the start."""
+    from latephase.config import make_config
+    from latephase.runs import RunDir
+    from latephase.train import train
+    from latephase.train.ensemble import train_ensemble
+    from tests.conftest import SMALL
+
+    cfgs = [make_config("demo", overrides=[*SMALL, f"seed={s}", f"optim.lr={lr}"])
+            for s, lr in ((0, 1e-3), (1, 2e-3))]
+    runs = [RunDir.create(tmp_path / f"m{i}", c) for i, c in enumerate(cfgs)]
+    with pytest.raises(KeyboardInterrupt):
+        train_ensemble(cfgs, runs, progress=False, stop_after=55)
+    summary = train(cfgs[1], RunDir.open(tmp_path / "m1"), resume=True, progress=False)
+    assert summary["status"] == "finished"
+    train(cfgs[1], RunDir.create(tmp_path / "solo", cfgs[1]), progress=False)
+    _assert_same_metrics(tmp_path / "m1", tmp_path / "solo")
+
+
+def test_ensemble_supported_respects_autograd_choice(small_cfg) -> None:
+    from latephase.config import make_config
+    from latephase.train.ensemble import ensemble_supported
+    from tests.conftest import SMALL
+
+    assert ensemble_supported(small_cfg) is None
+    slow = make_config("demo", overrides=[*SMALL, "train.fast_mlp=false"])
+    assert "train.fast_mlp=false" in str(ensemble_supported(slow))
+
+
+def test_run_ensemble_never_raises(tmp_path) -> None:
+    """A member whose run directory cannot be created fails the group; the failure is
+    recorded where there is a run directory and returned for every run."""
+    from latephase.config import make_config
+    from latephase.sweep import run_ensemble
+    from tests.conftest import SMALL
+
+    (tmp_path / "file").write_text("")
+    cfg = make_config("demo", overrides=list(SMALL)).to_dict()
+    paths = [str(tmp_path / "ok"), str(tmp_path / "file" / "bad")]
+    out = run_ensemble(paths, [cfg, cfg])
+    assert [r["status"] for r in out] == ["failed", "failed"]
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "Error" in summary["error"]

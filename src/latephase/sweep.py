@@ -210,8 +210,9 @@ def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
 
 def run_ensemble(paths: list[str], cfg_dicts: list[dict[str, Any]],
                  threads: int = 1) -> list[dict[str, Any]]:
-    """Train runs (new or resumable, at one evaluation point) as one vectorized ensemble;
-    never raises: a crash is recorded in every unfinished member's summary."""
+    """Train runs (new or resumable, at one step and evaluation point) as one vectorized
+    ensemble; ``cfg_dicts`` are the configs of existing run directories as stored there.
+    Never raises: a crash is recorded in every unfinished member's summary."""
     import torch
 
     from latephase import api
@@ -237,50 +238,66 @@ def run_ensemble(paths: list[str], cfg_dicts: list[dict[str, Any]],
             run = RunDir(p)
             summary = run.summary() if run.summary_path.exists() else {}
             if summary.get("status") in (None, "running"):
-                run.write_summary({**summary, "status": "failed", "error": error})
-            out.append({"run": Path(p).name, "status": "failed", "error": error})
+                summary = {**summary, "status": "failed", "error": error}
+                if run.path.is_dir():  # else nothing to record it in (e.g. not created)
+                    run.write_summary(summary)
+            out.append({"run": Path(p).name, "status": summary["status"],  # diverged stays
+                        "error": summary.get("error", error), "skipped": False})
         return out
 
 
-def _evals_done(path: str) -> int:
-    """How many evaluation points a run's checkpoint holds (0 without one)."""
+def _resume_point(path: str) -> tuple[int, int]:
+    """(step, evaluations done) of a run's checkpoint; (0, 0) without one."""
     import torch
 
     ck = RunDir(path).checkpoint_path
-    return int(torch.load(ck, weights_only=False)["evals_done"]) if ck.exists() else 0
+    if not ck.exists():
+        return 0, 0
+    state = torch.load(ck, weights_only=False, map_location="cpu")  # cuda-saved too
+    return int(state["step"]), int(state["evals_done"])
 
 
 def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
               report: Callable[[dict[str, Any]], None]) -> None:
-    """Group runs that differ only in seed, lr and weight decay (and stand at the same
-    evaluation point) into vectorized ensembles, split so every worker has one; runs the
-    ensemble cannot vectorize go to the local executor."""
+    """Group runs that differ only in seed, lr and weight decay (and stand at the same step
+    and evaluation point) into vectorized ensembles, split so every worker has one; runs the
+    ensemble cannot vectorize, or whose run directory cannot be read, go to the local
+    executor (which records why they fail).  An existing run keeps its stored config, as
+    with the local executor."""
     import multiprocessing as mp
 
     from latephase.config import config_from_dict
     from latephase.train.ensemble import ensemble_key, ensemble_supported
 
-    groups: dict[tuple[str, int], list[tuple[str, dict[str, Any]]]] = {}
-    solo = []
+    groups: dict[tuple[str, int, int], list[tuple[str, dict[str, Any]]]] = {}
+    solo, reasons = [], []
     for path, cfg_dict in jobs:
         status = RunDir(path).summary().get("status") if Path(path).exists() else None
         if status in ("finished", "diverged"):
             report({"run": Path(path).name, "status": status, "skipped": True})
             continue
-        cfg = config_from_dict(cfg_dict)
-        if ensemble_supported(cfg) is not None:
+        try:
+            run = RunDir(path)
+            cfg = run.config() if run.config_path.exists() else config_from_dict(cfg_dict)
+            point = _resume_point(path)
+        except Exception as exc:  # unreadable run directory: run_one records the failure
             solo.append((path, cfg_dict))
+            reasons.append(f"{type(exc).__name__}: {exc}")
             continue
-        groups.setdefault((ensemble_key(cfg), _evals_done(path)), []).append((path, cfg_dict))
+        reason = ensemble_supported(cfg)
+        if reason is not None:
+            solo.append((path, cfg_dict))
+            reasons.append(reason)
+            continue
+        groups.setdefault((ensemble_key(cfg), *point), []).append((path, cfg.to_dict()))
     chunks = []
     per_group = max(1, workers // max(1, len(groups)))
     for members in groups.values():
         n = min(per_group, len(members))
         chunks += [members[i::n] for i in range(n)]
     if solo:
-        reason = ensemble_supported(config_from_dict(solo[0][1]))
-        print(f"latephase: note: {len(solo)} run(s) cannot be vectorized ({reason}); they run "
-              "with the local executor", file=sys.stderr)
+        print(f"latephase: note: {len(solo)} run(s) cannot be vectorized ({reasons[0]}); "
+              "they run with the local executor", file=sys.stderr)
         _local(solo, workers, report)
     if workers <= 1 or len(chunks) <= 1:
         for chunk in chunks:
@@ -345,7 +362,8 @@ class _StepProgress:
         from latephase.runs import last_step
 
         bar.n = sum(last_step(p) for p in self.paths)
-        counts = {s: list(self.ended.values()).count(s) for s in sorted(set(self.ended.values()))}
+        ended = list(self.ended.values())  # one snapshot: the main thread adds to it
+        counts = {s: ended.count(s) for s in sorted(set(ended))}
         done = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none ended yet"
         bar.set_postfix_str(f"runs: {done} of {len(self.paths)}", refresh=False)
         bar.refresh()

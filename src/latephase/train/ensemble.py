@@ -74,6 +74,8 @@ def ensemble_supported(cfg: Config) -> str | None:
         return f"model.activation={cfg.model.activation!r} has no hand-derived backward"
     if cfg.train.loss not in ("sse", "cross_entropy"):
         return f"train.loss={cfg.train.loss!r}"
+    if not cfg.train.fast_mlp:
+        return "train.fast_mlp=false asks for autograd"
     return None
 
 
@@ -152,7 +154,9 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
 
     Every config must share everything but :data:`MEMBER_KEYS` and be an MLP with a
     hand-derived backward (:func:`ensemble_supported`); resumed members must stand at the
-    same evaluation point.  ``stop_after`` (tests) interrupts after that many steps.
+    same step and evaluation point.  A member that diverges, or whose evaluation raises, is
+    recorded as such and stops; the others go on.  ``stop_after`` (tests) interrupts after
+    that many steps.
     """
     if not cfgs or len(cfgs) != len(runs):
         raise ValueError("train_ensemble needs one run directory per config")
@@ -169,9 +173,9 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
     device = resolve_device(cfg0.device)
     data = move_dataset(build_dataset(cfg0.data) if data is None else data, device)
     members = [Member(c, r, data, resume=resume) for c, r in zip(cfgs, runs, strict=True)]
-    if len({m.done for m in members}) != 1:
-        raise ConfigError("ensemble members stand at different evaluation points; resume "
-                          "them separately (executor local)")
+    if len({(m.step, m.done) for m in members}) != 1:
+        raise ConfigError("ensemble members stand at different steps or evaluation points; "
+                          "resume them separately (executor local)")
     stack = StackedMLP([cast(MLP, m.model) for m in members])
     sse = isinstance(members[0].loss_fn, SSE)
     assert sse or isinstance(members[0].loss_fn, CrossEntropy)
@@ -183,6 +187,8 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
     active = [True] * M
     results: list[dict[str, Any] | None] = [None] * M
     step = members[0].step
+    every, last_step = cfg0.train.checkpoint_every_s, members[0].schedule[-1]
+    last_ckpt = time.perf_counter()
     bar = _progress(cfg0.train.steps * M, step * M, progress)
     for m in members:
         m.model.train()
@@ -198,12 +204,20 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
                     m.step = step
                 if step < target:
                     raise KeyboardInterrupt
-                spent = (time.perf_counter() - t_train) / M
+                now = time.perf_counter()
+                spent = (now - t_train) / sum(active)
+                due = now - last_ckpt >= every or step == last_step  # all members together
+                last_ckpt = now if due else last_ckpt
                 for i, m in enumerate(members):
                     if not active[i]:
                         continue
                     m.times["train"] += spent
-                    m.evaluate()
+                    try:
+                        m.evaluate(checkpoint=due)
+                    except Exception as exc:  # this member's measures only: isolate it
+                        results[i] = m.finish("failed", error=f"{type(exc).__name__}: {exc}")
+                        active[i] = False
+                        continue
                     if m.diverged:
                         results[i] = m.finish_diverged()
                         active[i] = False

@@ -277,16 +277,20 @@ class Member:
         """Evaluation steps still to reach."""
         return self.schedule[self.done:]
 
-    def evaluate(self) -> dict[str, Any]:
-        """Measure at the current step, append the record; checkpoint when due."""
+    def evaluate(self, checkpoint: bool | None = None) -> dict[str, Any]:
+        """Measure at the current step, append the record; checkpoint when due (after
+        ``checkpoint_every_s`` and at the last step), or when ``checkpoint`` says so (an
+        ensemble checkpoints all its members at the same evaluation point)."""
         t = time.perf_counter()
         self.last = record = {"step": self.step, **self.tracker.measure()}
         self.times["eval"] += time.perf_counter() - t
         self.run.append(record)
         self.done += 1
         now = time.perf_counter()
-        if (now - self.last_ckpt >= self.cfg.train.checkpoint_every_s
-                or self.step == self.schedule[-1]):
+        if checkpoint is None:
+            checkpoint = (now - self.last_ckpt >= self.cfg.train.checkpoint_every_s
+                          or self.step == self.schedule[-1])
+        if checkpoint:
             self.checkpoint()
             self.last_ckpt = now
         return record
