@@ -429,3 +429,21 @@ def test_run_ensemble_never_raises(tmp_path) -> None:
     assert [r["status"] for r in out] == ["failed", "failed"]
     summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
     assert summary["status"] == "failed" and "Error" in summary["error"]
+
+
+def _die_or_succeed(path: str) -> dict[str, str]:
+    """A pool task: the worker process dies abruptly for a run named 'doomed'."""
+    if Path(path).name == "doomed":
+        os._exit(1)
+    time.sleep(0.2)
+    return {"run": Path(path).name, "status": "finished"}
+
+
+def test_worker_process_death_fails_only_its_run(tmp_path) -> None:
+    from latephase.sweep import run_in_pool
+
+    names = ["a", "doomed", "b", "c"]
+    got: dict[str, str] = {}
+    run_in_pool([(_die_or_succeed, (str(tmp_path / n),), [str(tmp_path / n)]) for n in names],
+                2, lambda res: got.__setitem__(res["run"], res["status"]))
+    assert got == {"a": "finished", "doomed": "failed", "b": "finished", "c": "finished"}

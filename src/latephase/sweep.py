@@ -175,17 +175,58 @@ def run_one(run_path: str, cfg_dict: dict[str, Any], threads: int = 1) -> dict[s
 
 def _local(jobs: list[tuple[str, dict[str, Any]]], workers: int,
            report: Callable[[dict[str, Any]], None]) -> None:
-    import multiprocessing as mp
 
     if workers <= 1:
         for path, cfg in jobs:
             report(run_one(path, cfg))
         return
+    run_in_pool([(run_one, (path, cfg), [path]) for path, cfg in jobs], workers, report)
+
+
+PoolCall = tuple[Callable[..., Any], tuple[Any, ...], list[str]]
+
+
+def run_in_pool(calls: list[PoolCall], workers: int,
+                report: Callable[[dict[str, Any]], None]) -> None:
+    """Run ``fn(*args)`` for each ``(fn, args, run paths)`` in spawned worker processes; each
+    returns one result dict or a list of them.  A worker that dies (killed, out of memory)
+    breaks the pool: the calls that had not returned are retried one at a time, each in its
+    own process (their runs resume from their checkpoints), and a call whose process dies
+    again has its runs recorded as failed while the others go on."""
+    import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
+
+    def deliver(result: dict[str, Any] | list[dict[str, Any]]) -> None:
+        for res in result if isinstance(result, list) else [result]:
+            report(res)
+
     ctx = mp.get_context("spawn")
+    left: list[PoolCall] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(run_one, path, cfg) for path, cfg in jobs]
+        futures = {pool.submit(fn, *args): (fn, args, paths) for fn, args, paths in calls}
         for fut in as_completed(futures):
-            report(fut.result())
+            try:
+                deliver(fut.result())
+            except BrokenProcessPool:
+                left.append(futures[fut])
+    for fn, args, paths in left:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            try:
+                deliver(pool.submit(fn, *args).result())
+            except BrokenProcessPool:
+                for path in paths:
+                    report(_record_failure(path, "the worker process died (killed or out "
+                                                 "of memory); re-run the sweep to resume"))
+
+
+def _record_failure(path: str, error: str) -> dict[str, Any]:
+    """Mark a run that was still running as failed (when its directory exists)."""
+    run = RunDir(path)
+    if run.summary_path.exists():
+        summary = run.summary()
+        if summary.get("status") in (None, "running"):
+            run.write_summary({**summary, "status": "failed", "error": error})
+    return {"run": Path(path).name, "status": "failed", "error": error}
 
 
 def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
@@ -264,7 +305,6 @@ def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
     ensemble cannot vectorize, or whose run directory cannot be read, go to the local
     executor (which records why they fail).  An existing run keeps its stored config, as
     with the local executor."""
-    import multiprocessing as mp
 
     from latephase.config import config_from_dict
     from latephase.train.ensemble import ensemble_key, ensemble_supported
@@ -304,13 +344,8 @@ def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
             for res in run_ensemble([p for p, _ in chunk], [c for _, c in chunk]):
                 report(res)
         return
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(run_ensemble, [p for p, _ in chunk], [c for _, c in chunk])
-                   for chunk in chunks]
-        for fut in as_completed(futures):
-            for res in fut.result():
-                report(res)
+    run_in_pool([(run_ensemble, ([p for p, _ in chunk], [c for _, c in chunk]),
+                  [p for p, _ in chunk]) for chunk in chunks], workers, report)
 
 
 EXECUTORS = {"local": _local, "ensemble": _ensemble, "ray": _ray}
