@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -239,21 +240,22 @@ def gaussian_mixture(
         except np.linalg.LinAlgError:
             raise DataError("gaussian mixture: covariance is not positive definite") from None
     g_train, g_test = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    x_tr, y_tr = _mixture_sample(mu, scale, train_size, g_train)
-    x_te, y_te = _mixture_sample(mu, scale, test_size, g_test)
-    return Dataset(
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        num_classes=k,
-        meta={
-            "source": f"Gaussian mixture, K={k}, dim={dim}, chosen means, seed {seed}",
-            "classes": [str(c) for c in range(k)],
-            "means": mu.tolist(),
-            "covariance": cov.tolist(),
-        },
-    )
+    return _mixture_dataset(mu, scale, (train_size, g_train), (test_size, g_test),
+                            source=f"Gaussian mixture, K={k}, dim={dim}, chosen means, "
+                                   f"seed {seed}", covariance=cov.tolist())
+
+
+def _mixture_dataset(means: np.ndarray, scale: float | np.ndarray,
+                     train: tuple[int, np.random.Generator],
+                     test: tuple[int, np.random.Generator], **meta: Any) -> Dataset:
+    """Sample the (size, stream) ``train`` and ``test`` splits of the mixture into a Dataset
+    whose meta holds ``classes``, ``means`` and the given ``meta``."""
+    x_tr, y_tr = _mixture_sample(means, scale, *train)
+    x_te, y_te = _mixture_sample(means, scale, *test)
+    k = len(means)
+    return Dataset(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, num_classes=k,
+                   meta={"classes": [str(c) for c in range(k)], "means": means.tolist(),
+                         **meta})
 
 
 def build_gaussian_mixture(cfg: DataConfig) -> Dataset:
@@ -275,23 +277,11 @@ def build_gaussian_mixture(cfg: DataConfig) -> Dataset:
         np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(3)
     )
     means = mixture_means(k, dim, cfg.mixture_separation, g_means)
-    x_tr, y_tr = _mixture_sample(means, std, cfg.train_size, g_train)
     n_test = MIXTURE_TEST_SIZE if cfg.test_size is None else cfg.test_size
-    x_te, y_te = _mixture_sample(means, std, n_test, g_test)
-    return Dataset(
-        x_train=x_tr,
-        y_train=y_tr,
-        x_test=x_te,
-        y_test=y_te,
-        num_classes=k,
-        meta={
-            "source": f"Gaussian mixture, K={k}, dim={dim}, seed {cfg.seed}",
-            "classes": [str(c) for c in range(k)],
-            "means": means.tolist(),
-            "std": std,
-            "covariance": (std**2 * np.eye(dim)).tolist(),
-            "bayes_error": (
-                orthogonal_bayes_error(k, cfg.mixture_separation, std) if k <= dim else None
-            ),
-        },
+    return _mixture_dataset(
+        means, std, (cfg.train_size, g_train), (n_test, g_test),
+        source=f"Gaussian mixture, K={k}, dim={dim}, seed {cfg.seed}", std=std,
+        covariance=(std**2 * np.eye(dim)).tolist(),
+        bayes_error=(orthogonal_bayes_error(k, cfg.mixture_separation, std) if k <= dim
+                     else None),
     )
