@@ -23,7 +23,24 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-class MLP(nn.Module):
+class FeatureHead(nn.Module):
+    """Base of the registry's models: a representation ``features(x)`` [n, p] read by a
+    linear ``head``, f(x) = W g(x) + b, with one pass giving both."""
+
+    head: nn.Linear
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.features(x)
+        return self.head(g), g  # [n, K], [n, p]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(FeatureHead):
     """in -> [Linear -> act] * len(widths) -> Linear(K).  g(x) = last hidden layer after act.
 
     The hidden layers are ``hidden.0 .. hidden.{L-1}`` (nn.Linear); the activation is applied
@@ -47,12 +64,6 @@ class MLP(nn.Module):
             h = self._act(F.linear(h, layer.weight, layer.bias))
         return h  # [n, p]
 
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.features(x)
-        return self.head(g), g  # [n, K], [n, p]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 @runtime_checkable

@@ -15,11 +15,11 @@ from torch import nn
 
 from latephase.config import ModelConfig
 from latephase.errors import ConfigError
-from latephase.models import ACTIVATIONS
+from latephase.models import ACTIVATIONS, FeatureHead
 from latephase.models.base import apply_init_scale
 
 
-class CNN(nn.Module):
+class CNN(FeatureHead):
     """[n, C, H, W] -> [conv3x3 (padding 1) -> act] * len(channels) -> maxpool 2 -> flatten
     -> ``fc`` (Linear) -> act = g(x) [n, fc_width] -> ``head`` (Linear) -> logits [n, K]."""
 
@@ -41,13 +41,6 @@ class CNN(nn.Module):
             h = self._act(conv(h))  # [n, c_i, H, W]
         h = F.max_pool2d(h, 2).flatten(1)  # [n, c_last * (H//2) * (W//2)]
         return self._act(self.fc(h))  # [n, fc_width]
-
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.features(x)
-        return self.head(g), g  # [n, K], [n, p]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def build_cnn(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,

@@ -19,7 +19,7 @@ from torch import nn
 
 from latephase.config import ModelConfig
 from latephase.errors import ConfigError
-from latephase.models import ACTIVATIONS
+from latephase.models import ACTIVATIONS, FeatureHead
 from latephase.models.base import apply_init_scale
 
 WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
@@ -60,7 +60,7 @@ class BasicBlock(nn.Module):
         return self._act(h)
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureHead):
     """[n, C, H, W] -> stem -> stages -> global average pool = g(x) [n, 512] -> ``head``."""
 
     def __init__(self, in_channels: int, depths: tuple[int, ...], num_classes: int,
@@ -83,13 +83,6 @@ class ResNet(nn.Module):
         h = self._act(self.bn(self.stem(x)))  # [n, 64, H, W]
         h = self.blocks(h)  # [n, 512, H/8, W/8]
         return h.mean(dim=(2, 3))  # [n, 512]
-
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.features(x)
-        return self.head(g), g  # [n, K], [n, p]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def _build(name: str, cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> ResNet:

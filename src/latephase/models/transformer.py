@@ -34,7 +34,7 @@ from torch import nn
 
 from latephase.config import ModelConfig
 from latephase.errors import ConfigError
-from latephase.models import ACTIVATIONS
+from latephase.models import ACTIVATIONS, FeatureHead
 from latephase.models.base import apply_init_scale
 
 
@@ -82,7 +82,7 @@ class EncoderLayer(nn.Module):
         return self.norm2(h + self.ffn(h))  # [n, T', d]
 
 
-class Transformer(nn.Module):
+class Transformer(FeatureHead):
     """CLS + embedded inputs + positions -> encoder layers -> g(x) = CLS output [n, dim]
     -> ``head`` (Linear) -> logits [n, K].
 
@@ -138,13 +138,6 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h, keep, cls_only=i == last)
         return h[:, 0]  # [n, d]
-
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.features(x)
-        return self.head(g), g  # [n, K], [n, p]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def build_transformer(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
