@@ -31,3 +31,11 @@ def unknown_choice(what: str, value: object, choices: object) -> str:
 
 class TrackerError(LatephaseError, ValueError):
     """A Tracker was given a layer, head, split or labels it cannot measure."""
+
+
+class RunDirBusy(RunDirError):
+    """Another process holds the run directory's writer lock (a run, resume or sweep)."""
+
+
+class ResumeError(RunDirError):
+    """A run cannot be resumed: its checkpoint and records disagree, or it ended diverged."""
