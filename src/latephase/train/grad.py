@@ -50,7 +50,7 @@ def autograd_fn(model: nn.Module, loss: object) -> GradFn:
 
 def mlp_fn(model: MLP, loss: object) -> GradFn:
     """The hand-derived pass for an MLP (see the module docstring)."""
-    from latephase.train.loop import SSE, CrossEntropy
+    from latephase.train.losses import SSE, CrossEntropy
 
     layers: list[nn.Linear] = [*model.hidden, model.head]
     back = ACT_BACKWARD[model.activation]
@@ -89,7 +89,7 @@ def mlp_fn(model: MLP, loss: object) -> GradFn:
 
 def make_grad_fn(model: nn.Module, loss: object, fast: bool = True) -> GradFn:
     """The hand-derived MLP pass when it applies (and ``fast``), else autograd."""
-    from latephase.train.loop import SSE, CrossEntropy
+    from latephase.train.losses import SSE, CrossEntropy
 
     if (fast and isinstance(model, MLP) and model.activation in ACT_BACKWARD
             and isinstance(loss, SSE | CrossEntropy)

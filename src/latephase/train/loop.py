@@ -33,92 +33,16 @@ from latephase.train.grad import GradFn, make_grad_fn
 from latephase.train.optim import LeanAdamW
 
 # ----------------------------------------------------------------------------- registries
+# (defined in losses.py, optim.py and schedule.py; re-exported here)
 
-
-class SSE:
-    """Summed squared error against one-hot targets: sum_k (f_k(x) - 1[y=k])^2 per sample.
-
-    Calling it gives the per-sample loss [n]; ``batch_mean`` gives its mean over the batch
-    as one fused op (what the optimizer minimises)."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.eye = torch.eye(num_classes)
-
-    def _target(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.eye.device != logits.device or self.eye.dtype != logits.dtype:
-            self.eye = self.eye.to(logits.device, logits.dtype)
-        return self.eye.index_select(0, y)
-
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (logits - self._target(logits, y)).square().sum(1)
-
-    def batch_mean(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(logits, self._target(logits, y), reduction="sum") / len(y)
-
-
-class CrossEntropy:
-    """-log softmax(f(x))_y per sample; ``batch_mean`` is its batch mean."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, reduction="none")
-
-    def batch_mean(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y)
-
-
-LOSSES: dict[str, Callable[[int], SSE | CrossEntropy]] = {"sse": SSE,
-                                                           "cross_entropy": CrossEntropy}
-
-
-def _adamw(params: Iterable[nn.Parameter], c: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay on every parameter; the fused kernel (one pass over
-    the parameters instead of several) when the parameters are on CPU or CUDA, driven by
-    :class:`~latephase.train.optim.LeanAdamW` (identical updates, less per-step overhead)."""
-    b1, b2 = (tuple(c.betas) + (0.999,))[:2]
-    params = list(params)
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return LeanAdamW(params, lr=c.lr, betas=(b1, b2), eps=c.eps, weight_decay=c.weight_decay,
-                     fused=fused)
-
-
-def _sgd(params: Iterable[nn.Parameter], c: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-
-
-OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], OptimConfig], torch.optim.Optimizer]] = {
-    "adamw": _adamw,
-    "sgd": _sgd,
-}
-
-
-def _paper_schedule(total: int, points: int) -> list[int]:
-    """Every step below 30, every 10 below 150, then every ``total // 150`` steps."""
-    every = max(1, total // 150)
-    return [s for s in range(total + 1) if s < 30 or (s < 150 and s % 10 == 0) or s % every == 0]
-
-
-def _log_schedule(total: int, points: int) -> list[int]:
-    """Step 0 and ``points`` log-spaced steps from 1 to ``total`` (duplicates merged)."""
-    if points < 2:
-        return [0, total]
-    ratio = total ** (1.0 / (points - 1))
-    return sorted({0, total} | {min(total, round(ratio**i)) for i in range(points)})
-
-
-SCHEDULES: dict[str, Callable[[int, int], list[int]]] = {
-    "paper": _paper_schedule,
-    "log": _log_schedule,
-}
-
-
-def eval_steps(total: int, schedule: str = "paper", points: int = 200) -> list[int]:
-    """Sorted evaluation steps in [0, total]; always includes 0 and ``total``."""
-    steps = set(SCHEDULES[schedule](total, points)) | {0, total}
-    return sorted(steps)
-
+from latephase.train.losses import LOSSES, SSE, CrossEntropy  # noqa: E402, F401
+from latephase.train.optim import OPTIMIZERS, _adamw, _sgd  # noqa: E402, F401
+from latephase.train.schedule import (  # noqa: E402, F401
+    SCHEDULES,
+    _log_schedule,
+    _paper_schedule,
+    eval_steps,
+)
 
 # ----------------------------------------------------------------------------- sampler
 
