@@ -138,7 +138,9 @@ def moments(g, y, K) -> ClassMoments:
 def assert_close(got: dict, ref: dict, rtol: float, atol: float = 0.0, keys=None) -> None:
     for k in keys if keys is not None else ref:
         a, b = got[k], ref[k]
-        if math.isnan(b):
+        if isinstance(b, list):  # margins_a / margins_b: elementwise
+            assert a == pytest.approx(b, rel=rtol, abs=atol), k
+        elif math.isnan(b):
             assert math.isnan(a), (k, a, b)
         else:
             assert a == pytest.approx(b, rel=rtol, abs=atol), (k, a, b)
@@ -528,6 +530,64 @@ def test_every_nan_comes_with_a_warning(case):
     nans = [k for k, v in got.items() if math.isnan(v)]
     assert nans  # the case is degenerate for at least one measure
     assert any(issubclass(w.category, RuntimeWarning) for w in rec), nans
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("with_head", [False, True])
+def test_non_finite_features_give_nan_with_one_warning(bad, with_head):
+    """A diverged network: every measure NaN (same keys as on good data), one warning, no
+    exception (the SVDs would raise on NaN)."""
+    _, g, y, W = random_case(0, 4, 5, 40)
+    good = collapse_measures(moments(g, y, 4), torch.as_tensor(W) if with_head else None)
+    g[3, 2] = bad
+    with pytest.warns(RuntimeWarning, match="not finite") as rec:
+        got = collapse_measures(moments(g, y, 4), torch.as_tensor(W) if with_head else None)
+    assert len(rec) == 1
+    assert set(got) == set(good)
+    assert all(math.isnan(v) for v in got.values()), got
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        assert math.isnan(ncc_agreement(torch.as_tensor(g), torch.as_tensor(g[:, :4]),
+                                        moments(g, y, 4)))
+
+
+def test_non_finite_head_gives_nan():
+    _, g, y, W = random_case(1, 3, 4, 30)
+    W[1, 1] = math.nan
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        got = collapse_measures(moments(g, y, 3), torch.as_tensor(W))
+    assert math.isnan(got["nc3"]) and math.isnan(got["nc1"])
+
+
+# --------------------------------------------------------------------------------------------
+# 6. bad arguments: one-line ValueError naming the argument, the value and what is valid
+
+
+@pytest.mark.parametrize(("feats", "labels", "match"), [
+    (torch.ones(6), torch.zeros(6, dtype=torch.long), r"features must be \[n, p\].*1-D.*\(6,\)"),
+    (torch.ones(6, 2), torch.zeros(6, 1, dtype=torch.long), r"labels must be a 1-D.*\(6, 1\)"),
+    (torch.ones(6, 2), torch.zeros(5, dtype=torch.long), r"labels has 5 rows.*have 6"),
+    (torch.ones(3, 2), torch.tensor([0, 1, 3]), r"labels must be in \[0, 3\).*0\.\.3"),
+    (torch.ones(3, 2), torch.tensor([0, -1, 2]), r"labels must be in \[0, 3\).*-1\.\.2"),
+    (torch.ones(3, 2), torch.tensor([0.0, 1.5, 2.0]), r"integer class indices.*1\.5.*truncated"),
+    (torch.ones(3, 2), torch.tensor([0.0, math.nan, 2.0]), r"integer class indices.*nan"),
+])
+def test_from_batch_rejects_bad_input(feats, labels, match):
+    with pytest.raises(ValueError, match=match):
+        ClassMoments.from_batch(feats, labels, 3)
+
+
+def test_from_batch_accepts_integer_valued_float_labels():
+    g = torch.randn(9, 3, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2] * 3)
+    a, b = ClassMoments.from_batch(g, y.double(), 3), ClassMoments.from_batch(g, y, 3)
+    for t1, t2 in zip(_moment_tensors(a), _moment_tensors(b), strict=True):
+        assert torch.equal(t1, t2)
+
+
+@pytest.mark.parametrize("K", [0, -2, 2.0, True])
+def test_from_batch_rejects_bad_num_classes(K):
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1; got"):
+        ClassMoments.from_batch(torch.ones(2, 2), torch.zeros(2, dtype=torch.long), K)
 
 
 def test_no_samples_raises_value_error():

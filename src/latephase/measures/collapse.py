@@ -20,7 +20,12 @@ sum ||g||^2 - n ||mu||^2, which cancels catastrophically for large features.
     NC4 = fraction of samples whose prediction equals the nearest-class-mean rule
 
 Degenerate inputs (a zero scale, no between-class spread, fewer than two classes present)
-give NaN for the affected measure with a warning, never an exception.
+give NaN for the affected measure with a warning, never an exception; so do non-finite
+features (a diverged network): every measure is NaN, with one warning.
+
+Bad arguments (labels that are not 1-D integer class indices in [0, K), features that are
+not [n, p], mismatched lengths) raise a one-line ValueError naming the argument, the value
+and what is valid (:func:`check_labels`, :func:`check_features`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,63 @@ from dataclasses import dataclass, field
 import torch
 
 F64 = torch.float64
+
+
+def check_num_classes(num_classes: object) -> int:
+    """``num_classes`` as an int >= 1, or a ValueError naming it."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1; got {num_classes!r}")
+    return num_classes
+
+
+def check_labels(labels: object, num_classes: int, n: int | None = None,
+                 what: str = "labels") -> torch.Tensor:
+    """Labels as a 1-D int64 tensor of class indices in [0, K), or a one-line ValueError.
+
+    Integer-valued floats are accepted; fractional or non-finite ones are refused (never
+    truncated).  ``n``: the number of rows the labels must match.
+    """
+    y = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
+    if y.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D tensor of class indices [n]; got shape "
+                         f"{tuple(y.shape)}")
+    if n is not None and len(y) != n:
+        raise ValueError(f"{what} has {len(y)} rows but the features/logits have {n}; one "
+                         "label per row is required")
+    if y.is_floating_point():
+        bad = ~torch.isfinite(y) | (y != y.round())
+        if bool(bad.any()):
+            raise ValueError(f"{what} must be integer class indices; got the value "
+                             f"{float(y[bad][0])!r} (fractional float labels are refused, not "
+                             "truncated)")
+    elif y.is_complex():
+        raise ValueError(f"{what} must be integer class indices; got dtype {y.dtype}")
+    y = y.detach().long()
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"{what} must be in [0, {num_classes}) (num_classes={num_classes}); "
+                         f"found values {int(y.min())}..{int(y.max())}")
+    return y
+
+
+def check_features(feats: object, n: int | None = None, what: str = "features") -> torch.Tensor:
+    """Features as a tensor of at least 2 dimensions [n, ...], or a one-line ValueError."""
+    if not isinstance(feats, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor [n, p]; got {type(feats).__name__}")
+    if feats.ndim < 2:
+        raise ValueError(f"{what} must be [n, p] (one row per sample; [n, ...] is flattened); "
+                         f"got a {feats.ndim}-D tensor of shape {tuple(feats.shape)} (for one "
+                         "feature per sample pass x.unsqueeze(1))")
+    if n is not None and len(feats) != n:
+        raise ValueError(f"{what} has {len(feats)} rows but the labels/logits have {n}; they "
+                         "must match")
+    return feats
+
+
+def features_finite(m: ClassMoments) -> bool:
+    """True when the accumulated moments of the present classes are all finite."""
+    present = m.n > 0
+    return all(bool(torch.isfinite(t).all()) for t in (
+        m.mean[present], m.m2, m.m2_class[present], m.norm_sum, m.norm_max))
 
 
 @dataclass
@@ -67,8 +129,13 @@ class ClassMoments:
     @classmethod
     def from_batch(cls, feats: torch.Tensor, labels: torch.Tensor,
                    num_classes: int) -> ClassMoments:
-        """Moments of one batch, centred on the batch's own class means (exact in float64)."""
-        g = feats.detach().flatten(1)
+        """Moments of one batch, centred on the batch's own class means (exact in float64).
+
+        ``feats`` [n, p] (or [n, ...], flattened), ``labels`` [n] integer class indices.
+        """
+        num_classes = check_num_classes(num_classes)
+        g = check_features(feats).detach().flatten(1)
+        labels = check_labels(labels, num_classes, len(g))
         if g.device.type == "mps":  # MPS has no float64: accumulate these moments on the host
             g = g.cpu()
         g = g.to(F64)  # [n, p]
@@ -192,6 +259,11 @@ def collapse_measures(m: ClassMoments, weight: torch.Tensor | None = None) -> di
     N = float(m.n.sum())
     if N == 0:
         raise ValueError("collapse_measures: no samples were accumulated")
+    if not features_finite(m) or (weight is not None and not bool(torch.isfinite(weight).all())):
+        warnings.warn("collapse measures: the features (or the head) are not finite (NaN or "
+                      "inf); every measure is NaN", RuntimeWarning, stacklevel=2)
+        keys = [*NAN_KEYS, *(("nc3",) if weight is not None else ())]
+        return dict.fromkeys(keys, math.nan)
     n, mean = m.n[present], m.mean[present]  # [K', ...]
     mu_g = (n.unsqueeze(1) * mean).sum(0) / N  # [p]
     tr_sw = float(m.m2.trace()) / N
@@ -223,12 +295,21 @@ def collapse_measures(m: ClassMoments, weight: torch.Tensor | None = None) -> di
     return out
 
 
+#: the keys of :func:`collapse_measures` without a head (``nc3`` needs the head)
+NAN_KEYS = ("tr_sw", "tr_sb", "rnc1_max", "rnc1_mean", "nc1", "feat_norm_mean", "feat_norm_max",
+            "nc1_pinv", "cdnv", "nc2", "nc2_etf")
+
+
 def ncc_agreement(feats: torch.Tensor, logits: torch.Tensor, m: ClassMoments) -> float:
     """NC4: fraction of rows where argmax(logits) equals argmin_c ||g - mu_c|| (-> 1).
 
-    Only classes present in ``m`` are candidate centres.
+    Only classes present in ``m`` are candidate centres.  Non-finite features: NaN.
     """
     g = feats.detach().reshape(len(feats), -1).to(F64)
+    if not bool(torch.isfinite(g).all()) or not features_finite(m):
+        warnings.warn("NC4: the features are not finite (NaN or inf); returning NaN",
+                      RuntimeWarning, stacklevel=2)
+        return math.nan
     dist = torch.cdist(g, m.mean.to(g.device))  # [n, K]
     dist[:, m.n.to(g.device) == 0] = math.inf
     ncc = dist.argmin(1)
