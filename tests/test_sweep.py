@@ -349,7 +349,6 @@ def test_ensemble_checkpoints_members_together(tmp_path, monkeypatch) -> None:
     its own parameters only, not the stacked tensors its parameters are views into."""
     import types
 
-    import latephase.train.ensemble as ensemble_mod
     import latephase.train.loop as loop_mod
     from latephase.config import make_config
     from latephase.runs import RunDir
@@ -366,7 +365,6 @@ def test_ensemble_checkpoints_members_together(tmp_path, monkeypatch) -> None:
 
     fake = types.SimpleNamespace(perf_counter=tick)
     monkeypatch.setattr(loop_mod, "time", fake)
-    monkeypatch.setattr(ensemble_mod, "time", fake)
     taken: dict[str, list[int]] = {}
     save = Member.checkpoint
 

@@ -16,8 +16,7 @@ On one CPU core the step is compute-bound and an ensemble saves only the per-ste
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
@@ -27,15 +26,14 @@ from latephase.config import Config
 from latephase.data import Dataset, build_dataset
 from latephase.errors import ConfigError
 from latephase.models import MLP
-from latephase.runs import RunDir
+from latephase.runs import RunDir, RunRecorder
 from latephase.train.grad import ACT_BACKWARD
 from latephase.train.loop import (
     SSE,
     CrossEntropy,
     EpochSampler,
     Member,
-    StopFlag,
-    _progress,
+    drive,
     move_dataset,
     resolve_device,
 )
@@ -172,10 +170,20 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
     threadpool_limits(cfg0.train.threads)
     device = resolve_device(cfg0.device)
     data = move_dataset(build_dataset(cfg0.data) if data is None else data, device)
-    members = [Member(c, r, data, resume=resume) for c, r in zip(cfgs, runs, strict=True)]
-    if len({(m.step, m.done) for m in members}) != 1:
-        raise ConfigError("ensemble members stand at different steps or evaluation points; "
-                          "resume them separately (executor local)")
+    members: list[Member] = []
+    try:
+        for c, r in zip(cfgs, runs, strict=True):
+            members.append(Member(c, r, data, resume=resume))
+        if len({(m.step, m.done) for m in members}) != 1:
+            raise ConfigError("ensemble members stand at different steps or evaluation "
+                              "points; resume them separately (executor local)")
+    except BaseException:
+        for m in members:
+            m.run.close()
+        for r in runs:
+            if isinstance(r, RunRecorder):
+                r.close()
+        raise
     stack = StackedMLP([cast(MLP, m.model) for m in members])
     sse = isinstance(members[0].loss_fn, SSE)
     assert sse or isinstance(members[0].loss_fn, CrossEntropy)
@@ -183,66 +191,18 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
     eye = torch.eye(K, dtype=stack.weights[-1].dtype, device=device)
     xs, ys = data.x_train.flatten(1), data.y_train
     opts, samplers = [m.opt for m in members], [m.sampler for m in members]
-    M = len(members)
-    active = [True] * M
-    results: list[dict[str, Any] | None] = [None] * M
-    step = members[0].step
-    every, last_step = cfg0.train.checkpoint_every_s, members[0].schedule[-1]
-    last_ckpt = time.perf_counter()
-    bar = _progress(cfg0.train.steps * M, step * M, progress)
-    for m in members:
-        m.model.train()
-    with StopFlag() as stop:
-        try:
-            for target in members[0].remaining:
-                t_train = time.perf_counter()
-                limit = target if stop_after is None else min(target, stop_after)
-                while step < limit and not stop.requested:
-                    ensemble_step(stack, opts, samplers, xs, ys, eye, sse, active)
-                    step += 1
-                for m in members:
-                    m.step = step
-                if step < target:
-                    raise KeyboardInterrupt
-                now = time.perf_counter()
-                spent = (now - t_train) / sum(active)
-                due = now - last_ckpt >= every or step == last_step  # all members together
-                last_ckpt = now if due else last_ckpt
-                for i, m in enumerate(members):
-                    if not active[i]:
-                        continue
-                    m.times["train"] += spent
-                    try:
-                        m.evaluate(checkpoint=due)
-                    except Exception as exc:  # this member's measures only: isolate it
-                        results[i] = m.finish("failed", error=f"{type(exc).__name__}: {exc}")
-                        active[i] = False
-                        continue
-                    if m.diverged:
-                        results[i] = m.finish_diverged()
-                        active[i] = False
-                bar.update(step * M - bar.n)
-                bar.set_postfix_str(f"{sum(active)}/{M} members active; held-out acc "
-                                    + " ".join(f"{m.last['test/acc']:.2f}" for m, a
-                                               in zip(members, active, strict=True) if a),
-                                    refresh=False)
-                if not any(active):
-                    break
-        except KeyboardInterrupt:
-            for i, m in enumerate(members):
-                if active[i]:
-                    m.interrupted()
-            raise
-        except Exception as exc:
-            for i, m in enumerate(members):
-                if active[i]:
-                    m.finish("failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            bar.close()
-            for m in members:
-                m.run.close()
-    for i, m in enumerate(members):
-        if results[i] is None:
-            results[i] = m.finish("finished", ensemble=M)
-    return [r for r in results if r is not None]
+    state = {"step": members[0].step}
+
+    def advance(target: int, pause: Callable[[], bool], active: Sequence[bool]) -> int:
+        while state["step"] < target and not pause():
+            ensemble_step(stack, opts, samplers, xs, ys, eye, sse, active)
+            state["step"] += 1
+        return state["step"]
+
+    def postfix(ms: Sequence[Member], active: Sequence[bool]) -> str:
+        accs = " ".join(f"{m.last.get('test/acc', float('nan')):.2f}"
+                        for m, a in zip(ms, active, strict=True) if a)
+        return f"{sum(active)}/{len(ms)} members active; held-out acc {accs}"
+
+    return drive(members, advance, progress=progress, stop_after=stop_after, isolate=True,
+                 postfix=postfix)

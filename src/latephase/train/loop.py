@@ -7,13 +7,14 @@ exactly the same metrics.jsonl as an uninterrupted one (CPU, same seed).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +27,8 @@ from latephase.data import Dataset, build_dataset
 from latephase.measures import PENULTIMATE
 from latephase.measures.probe import estimator_params
 from latephase.models import build_model
-from latephase.runs import RunDir, atomic_torch_save
+from latephase.errors import RunDirError
+from latephase.runs import RunDir, RunRecorder, Status
 from latephase.timescales import compute_timescales
 from latephase.tracker import Tracker
 from latephase.train.grad import GradFn, make_grad_fn
@@ -125,8 +127,8 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
 
 
 def _postfix(rec: dict[str, Any], rnc1_key: str) -> str:
-    return (f"train {rec['train/acc']:.3f} | test {rec['test/acc']:.3f} | "
-            f"RNC1 {rec.get(rnc1_key, math.nan):.3g}")
+    return (f"train {rec.get('train/acc', math.nan):.3f} | test "
+            f"{rec.get('test/acc', math.nan):.3f} | RNC1 {rec.get(rnc1_key, math.nan):.3g}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -153,13 +155,30 @@ def move_dataset(data: Dataset, device: torch.device) -> Dataset:
                                y_test=data.y_test.to(device))
 
 
+def nonfinite_reason(model: nn.Module) -> str | None:
+    """Name of the first parameter holding NaN or inf (None when all are finite)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return f"parameter {name!r} is not finite"
+    return None
+
+
 class Member:
-    """One run being trained: model, optimizer, sampler, tracker, run directory and the
-    bookkeeping of evaluations, checkpoints and the summary.  ``train`` drives one member;
-    the ensemble executor (:mod:`latephase.train.ensemble`) drives several in lockstep."""
+    """One run being trained: model, optimizer, sampler, tracker (measuring only) and its
+    :class:`~latephase.runs.RunRecorder`, the only writer of its run directory.  ``train``
+    drives one member, the ensemble executor (:mod:`latephase.train.ensemble`) several in
+    lockstep, both through :func:`drive`.
+
+    On resume the recorder first verifies that the checkpoint is intact and that the
+    records it covers are present and unchanged; only then is the state loaded and are the
+    records beyond it dropped.  The schedule is the covered records' steps followed by the
+    config's evaluation steps after them (so ``train.steps`` can be raised to extend a run).
+    """
 
     def __init__(self, cfg: Config, run: RunDir, data: Dataset, *, resume: bool = False) -> None:
-        self.cfg, self.run, self.data = cfg, run, data
+        self.cfg, self.data = cfg, data
+        self.run = RunRecorder.take(run)
         K = data.num_classes
         device = data.x_train.device
         torch.manual_seed(cfg.seed)
@@ -168,8 +187,6 @@ class Member:
         self.loss_fn = LOSSES[cfg.train.loss](K)
         self.sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, cfg.seed + 1_000_003,
                                     device=device)
-        self.schedule = eval_steps(cfg.train.steps, cfg.train.eval_schedule,
-                                   cfg.train.eval_points)
         self.rnc1_key = f"train/rnc1_{cfg.measures.rnc1_scale}"
         m = cfg.measures
         splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
@@ -180,83 +197,190 @@ class Member:
                                seed=m.information_seed, batch_size=cfg.train.eval_batch_size)
         self.step = self.done = 0
         self.wall_before = 0.0
-        if resume and run.checkpoint_path.exists():
-            ck = torch.load(run.checkpoint_path, weights_only=False, map_location=device)
-            self.model.load_state_dict(ck["model"])
-            self.opt.load_state_dict(ck["optim"])
-            self.sampler.load_state_dict(ck["sampler"])
-            torch.set_rng_state(ck["torch_rng"].cpu())
-            self.step, self.done = int(ck["step"]), int(ck["evals_done"])
-            self.wall_before = float(ck["wall_time"])
+        covered: list[int] = []
         if resume:
-            run.truncate_after(self.schedule[self.done - 1] if self.done else -1)
-        self.t0 = self.last_ckpt = time.perf_counter()
+            ck = self.run.verify_resume(map_location=device)  # raises before touching files
+            if ck is not None:
+                self.model.load_state_dict(ck["model"])
+                self.opt.load_state_dict(ck["optim"])
+                self.sampler.load_state_dict(ck["sampler"])
+                torch.set_rng_state(ck["torch_rng"].cpu())
+                self.step, self.done = int(ck["step"]), int(ck["evals_done"])
+                self.wall_before = float(ck["wall_time"])
+            self.run.commit_resume()
+            covered = [int(r["step"]) for r in self.run.records()]
+        planned = eval_steps(cfg.train.steps, cfg.train.eval_schedule, cfg.train.eval_points)
+        self.schedule = covered + [s for s in planned if s > (covered[-1] if covered else -1)]
+        self.t0 = time.perf_counter()
         self.times = {"train": 0.0, "eval": 0.0}
-        self.summary: dict[str, Any] = {"status": "running", "step": self.step}
         self.last: dict[str, Any] = {}
-        run.write_summary({**run.summary(), "status": "running", "step": self.step})
+        self.run.write_summary({**self._safe_summary(), "status": Status.RUNNING,
+                                "step": self.step})
+
+    def _safe_summary(self) -> dict[str, Any]:
+        try:
+            return self.run.summary()
+        except RunDirError:  # an unreadable summary is rewritten, not trusted
+            return {}
 
     @property
     def remaining(self) -> list[int]:
         """Evaluation steps still to reach."""
         return self.schedule[self.done:]
 
-    def evaluate(self, checkpoint: bool | None = None) -> dict[str, Any]:
-        """Measure at the current step, append the record; checkpoint when due (after
-        ``checkpoint_every_s`` and at the last step), or when ``checkpoint`` says so (an
-        ensemble checkpoints all its members at the same evaluation point)."""
+    def evaluate(self, checkpoint: bool = False) -> dict[str, Any]:
+        """Measure at the current step and append the record (then checkpoint if asked)."""
         t = time.perf_counter()
         self.last = record = {"step": self.step, **self.tracker.measure()}
         self.times["eval"] += time.perf_counter() - t
         self.run.append(record)
         self.done += 1
-        now = time.perf_counter()
-        if checkpoint is None:
-            checkpoint = (now - self.last_ckpt >= self.cfg.train.checkpoint_every_s
-                          or self.step == self.schedule[-1])
         if checkpoint:
             self.checkpoint()
-            self.last_ckpt = now
         return record
 
     @property
-    def diverged(self) -> bool:
-        return bool(self.last) and not math.isfinite(self.last["train/loss"])
+    def diverged(self) -> str | None:
+        """Why the last record says the run diverged (non-finite train loss), else None."""
+        loss = self.last.get("train/loss", 0.0) if self.last else 0.0
+        return None if math.isfinite(loss) else f"train loss is {loss}"
 
     def checkpoint(self) -> None:
-        self.run.sync()
-        atomic_torch_save({
+        self.run.checkpoint({
             # clone: a member of an ensemble holds views into the stacked parameters
             "model": {k: v.clone() for k, v in self.model.state_dict().items()},
             "optim": self.opt.state_dict(), "sampler": self.sampler.state_dict(),
             "torch_rng": torch.get_rng_state(), "step": self.step, "evals_done": self.done,
             "wall_time": self.wall_before + time.perf_counter() - self.t0,
-        }, self.run.checkpoint_path)
+        })
 
-    def finish(self, status: str, **extra: Any) -> dict[str, Any]:
-        records = self.run.records()
-        scales = compute_timescales(records, self.cfg.timescales, self.rnc1_key)
-        self.summary.update(
-            status=status, step=self.step, timescales=scales,
-            final=records[-1] if records else {},
+    def finish(self, status: Status | str, **extra: Any) -> dict[str, Any]:
+        def scales(records: list[dict[str, Any]]) -> dict[str, Any]:
+            return compute_timescales(records, self.cfg.timescales, self.rnc1_key)
+
+        return self.run.finish(
+            Status(status), expected_steps=self.schedule, timescales=scales,
             wall_time_s=self.wall_before + time.perf_counter() - self.t0,
             session_train_s=self.times["train"], session_eval_s=self.times["eval"],
-            evaluations=len(records),
             information_params={f"{s}/{layer}".rstrip("/"): p.params
                                 for (s, layer), p in self.tracker.probes.items()},
             **extra)
-        self.run.write_summary(self.summary)
-        return self.summary
 
-    def finish_diverged(self) -> dict[str, Any]:
-        self.checkpoint()
-        return self.finish("diverged", error=f"train loss is {self.last['train/loss']} at "
-                                             f"step {self.step}")
+    def finish_diverged(self, reason: str) -> dict[str, Any]:
+        error = f"{reason} at step {self.step}"
+        print(f"latephase: {self.run.path.name}: diverged: {error}", file=sys.stderr)
+        return self.finish(Status.DIVERGED, error=error)
 
     def interrupted(self) -> None:
         self.checkpoint()
-        self.finish("interrupted", error=f"interrupted at step {self.step}; continue with "
-                                         "--resume")
+        self.run.write_summary({**self._safe_summary(), "status": Status.INTERRUPTED,
+                                "step": self.step, "error": f"interrupted at step {self.step}; "
+                                "continue with --resume"})
+
+
+Advance = Callable[[int, Callable[[], bool], Sequence[bool]], int]
+
+
+def drive(members: Sequence[Member], advance: Advance, *, progress: bool = True,
+          stop_after: int | None = None, isolate: bool = False,
+          postfix: Callable[[Sequence[Member], Sequence[bool]], str] | None = None
+          ) -> list[dict[str, Any]]:
+    """The run life cycle shared by a solo run and an ensemble; the members' summaries.
+
+    ``advance(target, pause, active)`` trains every active member from their common step up to
+    ``target`` and returns the step reached (earlier when ``pause()`` turns true: a stop
+    request, or a checkpoint due).  At each evaluation point a member with a non-finite
+    parameter is recorded ``diverged`` before any measure runs; then each member measures
+    and its recorder appends the record; a non-finite train loss is ``diverged`` too.
+    Checkpoints are taken every ``train.checkpoint_every_s`` seconds (between evaluation
+    points too), at the last step, and on interruption.  With ``isolate`` (an ensemble) a
+    member whose evaluation raises fails alone; else the exception ends the run as failed.
+    """
+    cfg0 = members[0].cfg
+    every = cfg0.train.checkpoint_every_s
+    last_step = members[0].schedule[-1]
+    M = len(members)
+    active = [True] * M
+    results: list[dict[str, Any] | None] = [None] * M
+    step = members[0].step
+    bar = _progress(cfg0.train.steps * M, step * M, progress)
+    clock = {"last": time.perf_counter()}
+
+    def checkpoint_due() -> bool:  # every <= 0: at every evaluation point only
+        return every > 0 and time.perf_counter() - clock["last"] >= every
+
+    def checkpoint_all() -> None:
+        for m, on in zip(members, active, strict=True):
+            if on:
+                m.checkpoint()
+        clock["last"] = time.perf_counter()
+
+    for m in members:
+        m.model.train()
+    with StopFlag() as stop:
+        try:
+            for target in members[0].remaining:
+                t_train = time.perf_counter()
+                limit = target if stop_after is None else min(target, stop_after)
+                while step < limit:
+                    step = advance(limit, lambda: stop.requested or checkpoint_due(), active)
+                    for m in members:
+                        m.step = step
+                    if stop.requested:
+                        break
+                    if step < limit and checkpoint_due():
+                        checkpoint_all()
+                if step < target:
+                    raise KeyboardInterrupt
+                spent = (time.perf_counter() - t_train) / max(1, sum(active))
+                due = every <= 0 or checkpoint_due() or step == last_step
+                for i, m in enumerate(members):
+                    if not active[i]:
+                        continue
+                    m.times["train"] += spent
+                    reason = nonfinite_reason(m.model)
+                    if reason is None:
+                        try:
+                            m.evaluate()
+                        except Exception as exc:
+                            if not isolate:
+                                raise
+                            results[i] = m.finish(Status.FAILED,
+                                                  error=f"{type(exc).__name__}: {exc}")
+                            active[i] = False
+                            continue
+                        reason = m.diverged
+                    if reason is not None:
+                        m.checkpoint()
+                        results[i] = m.finish_diverged(reason)
+                        active[i] = False
+                if due:
+                    checkpoint_all()
+                bar.update(step * M - bar.n)
+                if postfix is not None and any(active):
+                    bar.set_postfix_str(postfix(members, active), refresh=False)
+                if not any(active):
+                    break
+        except KeyboardInterrupt:
+            for i, m in enumerate(members):
+                if active[i]:
+                    m.interrupted()
+            raise
+        except Exception as exc:
+            for i, m in enumerate(members):
+                if active[i]:
+                    with contextlib.suppress(Exception):  # e.g. the disk is still full
+                        m.finish(Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            bar.close()
+            for m in members:
+                m.run.close()
+    for i, m in enumerate(members):
+        if results[i] is None:
+            results[i] = m.finish(Status.FINISHED, **({"ensemble": M} if M > 1 else {}))
+            m.run.close()
+    return [r for r in results if r is not None]
 
 
 def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = True,
@@ -270,33 +394,19 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     threadpool_limits(cfg.train.threads)  # NumPy/SciPy BLAS (estimators): same thread budget
     device = resolve_device(cfg.device)
     data = move_dataset(build_dataset(cfg.data) if data is None else data, device)
-    m = Member(cfg, run, data, resume=resume)
+    recorder = RunRecorder.take(run)
+    try:
+        m = Member(cfg, recorder, data, resume=resume)
+    except BaseException:
+        recorder.close()
+        raise
     grad_fn = make_grad_fn(m.model, m.loss_fn, fast=cfg.train.fast_mlp)
-    bar = _progress(cfg.train.steps, m.step, progress)
     xs, ys = data.x_train, data.y_train
-    m.model.train()
-    with StopFlag() as stop:
-        try:
-            for target in m.remaining:
-                t_train = time.perf_counter()
-                limit = target if stop_after is None else min(target, stop_after)
-                m.step += run_steps(grad_fn, m.opt, m.sampler, xs, ys, limit - m.step,
-                                    lambda: stop.requested)
-                if m.step < target:
-                    raise KeyboardInterrupt
-                m.times["train"] += time.perf_counter() - t_train
-                record = m.evaluate()
-                bar.update(m.step - bar.n)
-                bar.set_postfix_str(_postfix(record, m.rnc1_key), refresh=False)
-                if m.diverged:
-                    return m.finish_diverged()
-        except KeyboardInterrupt:
-            m.interrupted()
-            raise
-        except Exception as exc:
-            m.finish("failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            bar.close()
-            run.close()
-        return m.finish("finished")
+
+    def advance(target: int, pause: Callable[[], bool], active: Sequence[bool]) -> int:
+        return m.step + run_steps(grad_fn, m.opt, m.sampler, xs, ys, target - m.step, pause)
+
+    def postfix(members: Sequence[Member], active: Sequence[bool]) -> str:
+        return _postfix(members[0].last, m.rnc1_key)
+
+    return drive([m], advance, progress=progress, stop_after=stop_after, postfix=postfix)[0]
