@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from latephase.report.common import Splits, col, find_splits
 from latephase.runs import load_metrics
 
 KEY = "optim.weight_decay"
@@ -17,45 +18,69 @@ def _runs(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return summary, [r for r in summary["runs"] if KEY in r]
 
 
+def _load(root: Path, r: dict[str, Any]) -> tuple[Any, Splits] | None:
+    """A run's metrics and split names (None when it has no metrics)."""
+    run = root / r["run"]
+    if not (run / "metrics.jsonl").exists():
+        return None
+    df = load_metrics(run)
+    if not len(df):
+        return None
+    try:
+        info = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    return df, find_splits(info if isinstance(info, dict) else {}, df.columns)
+
+
 def figure3(root: Path, rows: list[dict[str, Any]]) -> Any:
     """Held-out accuracy (train dashed), RNC1 and NC2 against step, one colour per weight
-    decay: the seed mean as a line, the seed range as a band."""
+    decay: the seed mean as a line, the seed range as a band.  Split names are read from
+    each run (training split for RNC1/NC2, held-out split for accuracy)."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
     wds = sorted({r[KEY] for r in rows}, reverse=True)
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
-    panels = (("test/acc", "accuracy (train dashed)", False), ("train/rnc1_mean",
-              "train RNC1 (mean-norm scale)", True), ("train/nc2", "train NC2", True))
+    labels = ("held-out accuracy (train dashed)", "train RNC1 (mean-norm scale)", "train NC2")
     for i, wd in enumerate(wds):
         color = cmap(i / max(1, len(wds) - 1))
         frames = []
         for r in rows:
-            if r[KEY] == wd and (root / r["run"] / "metrics.jsonl").exists():
-                df = load_metrics(root / r["run"])
-                if len(df):
-                    frames.append(df.assign(seed=r["seed"]))
+            loaded = _load(root, r) if r[KEY] == wd else None
+            if loaded is None:
+                continue
+            df, sp = loaded
+            tr, held = sp.train or "train", sp.heldout or sp.train or "train"
+            keys = {"acc": col(held, "acc"), "rnc1": col(tr, "rnc1_mean"), "nc2": col(tr, "nc2"),
+                    "train_acc": col(tr, "acc")}
+            have = {k: v for k, v in keys.items() if v in df.columns}
+            frames.append(df[["step", *have.values()]].rename(
+                columns={v: k for k, v in have.items()}).assign(seed=r["seed"]))
         if not frames:
             continue
         d = pd.concat(frames)
         d = d[d["step"] > 0]
-        for ax, (key, _, _) in zip(axes, panels, strict=True):
+        for ax, key in zip(axes, ("acc", "rnc1", "nc2"), strict=True):
+            if key not in d.columns:
+                continue
             g = d.groupby("step")[key]
             mean, lo, hi = g.mean(), g.min(), g.max()
             ax.plot(mean.index, mean.values, color=color, label=f"wd {wd:g} (n={len(frames)})")
             ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.2, lw=0)
-            if key == "test/acc":
-                tr = d.groupby("step")["train/acc"].mean()
-                ax.plot(tr.index, tr.values, color=color, ls="--", lw=1)
-    for ax, (_, label, logy) in zip(axes, panels, strict=True):
+            if key == "acc" and "train_acc" in d.columns:
+                tr_acc = d.groupby("step")["train_acc"].mean()
+                ax.plot(tr_acc.index, tr_acc.values, color=color, ls="--", lw=1)
+    for ax, label, logy in zip(axes, labels, (False, True, True), strict=True):
         ax.set_xscale("log")
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8, loc="upper left")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle("weight-decay sweep (line: seed mean, band: seed range)")
     return fig
 
