@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import re
 import shutil
 import struct
 import subprocess
@@ -142,7 +144,7 @@ def test_run_with_idx_root_and_report(tmp_path, capsys) -> None:
     assert code == 0
     assert {p.name for p in (run / "figures").iterdir()} == {
         "accuracy.png", "collapse.png", "nc2.png", "bound.png", "overview.png",
-        "information_plane.png", "figure4.png"}
+        "information_plane.png", "figure2.png", "figure4.png"}
 
 
 def test_console_script_exit_code(tmp_path) -> None:
@@ -152,7 +154,7 @@ def test_console_script_exit_code(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("latephase: error: seed: value -1 out of range; "
-                                   "valid range is [0, inf]")
+                                   "valid range is [0, 4294967295]")
 
 
 def test_datasets_and_presets_listing(capsys) -> None:
@@ -174,3 +176,271 @@ def test_model_data_mismatch_exit_2_no_run_dir(tmp_path, capsys) -> None:
                             "data.modulus=23", "data.encoding=tokens"], capsys)
     assert code == 2 and err.count("\n") == 1 and "transformer" in err
     assert not out_dir.exists()
+
+
+# --------------------------------------------------------------------------- every bad input
+
+
+def _one_error_line(code: int, err: str, pattern: str, expected_code: int = 2) -> None:
+    """Exit code, exactly one stderr line ``latephase: error: ...`` matching, no traceback."""
+    assert code == expected_code, err
+    assert err.count("\n") == 1 and err.startswith("latephase: error: "), err
+    assert "Traceback" not in err
+    assert re.search(pattern, err), (pattern, err)
+
+
+SMALL_RUN = ["--no-progress", "--no-figures", *SMALL, "train.steps=20"]
+
+#: case -> (override, pattern of the error): hyper-parameters refused before any run directory
+BAD_VALUES = {
+    "lr-nan": ("optim.lr=nan", r"optim.lr: value nan is not a finite number; valid range is "
+                               r"\(0.0, inf\)"),
+    "lr-inf": ("optim.lr=inf", r"optim.lr: value inf is not a finite number"),
+    "wd-nan": ("optim.weight_decay=nan", r"optim.weight_decay: value nan is not a finite"),
+    "wd-minus-inf": ("optim.weight_decay=-inf", r"optim.weight_decay: value -inf is not a"),
+    "eps-nan": ("optim.eps=nan", r"optim.eps: value nan is not a finite number"),
+    "betas-empty": ("optim.betas=[]", r"optim.betas: expected 2 values, got 0"),
+    "betas-one": ("optim.betas=[1.0, 0.9]", r"optim.betas: value 1.0 out of range; valid "
+                                            r"range is \[0.0, 1.0\)"),
+    "seed-22-digits": ("seed=1234567890123456789012",
+                       r"seed: value 1234567890123456789012 out of range; valid range is "
+                       r"\[0, 4294967295\]"),
+    "data-seed": ("data.seed=-3", r"data.seed: value -3 out of range"),
+    "information-seed": ("measures.information_seed=4294967296",
+                         r"measures.information_seed: value 4294967296 out of range"),
+    "width-1e9": ("model.widths=[1000000000]", r"model.widths: value 1000000000 out of range; "
+                                               r"valid range is \[1, 1048576\]"),
+    "widths-too-much-memory": ("model.widths=[1000000, 1000000, 1000000]",
+                               r"model.name='mlp' has 2,000,797,000,010 parameters .* more than "
+                               r"the .* GiB of cpu memory here"),
+    "steps-beyond-int64": ("train.steps=9223372036854775808",
+                           r"train.steps: value 9223372036854775808 out of range"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_bad_hyper_parameters_exit_2_without_run_dir(tmp_path, capsys, case) -> None:
+    override, pattern = BAD_VALUES[case]
+    out_dir = tmp_path / "runs"
+    code, _, err = run_cli(["run", "--preset", "demo", "--out", str(out_dir), *SMALL_RUN,
+                            override], capsys)
+    _one_error_line(code, err, pattern)
+    assert not out_dir.exists()
+
+
+def _config_file(tmp_path: Path, case: str) -> Path:
+    """A bad --config of the named kind."""
+    path = tmp_path / f"{case}.toml"
+    writers = {
+        "binary": lambda: path.write_bytes(bytes(range(256))),
+        "latin1": lambda: path.write_bytes('name = "d\xe9mo"\n'.encode("latin-1")),
+        "directory": lambda: path.mkdir(),
+        "missing": lambda: None,
+        "not-toml": lambda: path.write_text("seed = = 3\n"),
+        "bad-value": lambda: path.write_text("[optim]\nlr = nan\n"),
+        "bad-preset": lambda: path.write_text('preset = "nope"\n'),
+    }
+    writers[case]()
+    return path
+
+
+CONFIG_FILE_ERRORS = {
+    "binary": r"is not UTF-8 text \(byte 0x80 at offset 128\)",
+    "latin1": r"is not UTF-8 text \(byte 0xe9 at offset 9\)",
+    "directory": r"is a directory, not a TOML file",
+    "missing": r"does not exist",
+    "not-toml": r"is not valid TOML",
+    "bad-value": r"optim.lr: value nan is not a finite number",
+    "bad-preset": r"unknown preset 'nope'",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_FILE_ERRORS))
+def test_bad_config_file_exit_2(tmp_path, capsys, case) -> None:
+    path = _config_file(tmp_path, case)
+    out_dir = tmp_path / "runs"
+    code, _, err = run_cli(["run", "--config", str(path), "--out", str(out_dir), *SMALL_RUN],
+                           capsys)
+    _one_error_line(code, err, CONFIG_FILE_ERRORS[case])
+    assert not out_dir.exists()
+
+
+def test_out_is_a_file_exit_2(tmp_path, capsys) -> None:
+    out = tmp_path / "a-file"
+    out.write_text("not a directory\n")
+    code, _, err = run_cli(["run", "--preset", "demo", "--out", str(out), "--name", "r",
+                            *SMALL_RUN], capsys)
+    _one_error_line(code, err, r"a-file")
+    assert out.read_text() == "not a directory\n"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root writes into read-only directories (simulated in the next test)")
+def test_out_read_only_exit_2(tmp_path, capsys) -> None:  # pragma: no cover - not as root
+    out = tmp_path / "ro"
+    out.mkdir(mode=0o500)
+    code, _, err = run_cli(["run", "--preset", "demo", "--out", str(out), *SMALL_RUN], capsys)
+    _one_error_line(code, err, r"ro.*[Pp]ermission denied")
+
+
+def test_os_errors_are_one_line_naming_the_path(tmp_path, capsys, monkeypatch) -> None:
+    # a read-only --out, as root cannot be made: the OSError a command lets through is one line
+    # naming the path and the reason, exit 2 (here from the run directory's creation)
+    from latephase import cli
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / "r"))
+
+    monkeypatch.setitem(cli.COMMANDS, "run", denied)
+    code, _, err = run_cli(["run"], capsys)
+    where = re.escape(repr(str(tmp_path / "ro" / "r")))
+    _one_error_line(code, err, rf"^latephase: error: {where}: Permission denied$")
+
+    def full(args):
+        raise OSError(28, "No space left on device", "runs/r/metrics.jsonl", None)
+
+    monkeypatch.setitem(cli.COMMANDS, "run", full)
+    code, _, err = run_cli(["run"], capsys)
+    _one_error_line(code, err, r"^latephase: error: 'runs/r/metrics.jsonl': No space left on "
+                               r"device$")
+
+
+def test_internal_error_is_one_line_and_exit_1(capsys, monkeypatch) -> None:
+    from latephase import cli
+
+    def bug(args):
+        raise RuntimeError("something broke\nover two lines")
+
+    monkeypatch.setitem(cli.COMMANDS, "presets", bug)
+    monkeypatch.delenv("LATEPHASE_DEBUG", raising=False)
+    code, _, err = run_cli(["presets"], capsys)
+    _one_error_line(code, err, r"^latephase: error: internal error: RuntimeError: something "
+                               r"broke; over two lines \(run with LATEPHASE_DEBUG=1 for the "
+                               r"traceback\)$", expected_code=1)
+    monkeypatch.setenv("LATEPHASE_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something broke"):
+        main(["presets"])
+
+
+def test_keyboard_interrupt_exit_130(capsys, monkeypatch) -> None:
+    from latephase import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "run", interrupted)
+    code, _, err = run_cli(["run"], capsys)
+    assert code == 130 and err.count("\n") == 1 and "latephase run --resume" in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A small finished run directory, copied by each test that corrupts it."""
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["run", "--preset", "demo", "--out", str(out), "--name", "r", *SMALL_RUN]) == 0
+    return out / "r"
+
+
+#: (file, its content, pattern of the error) for `report` and `run --resume`
+RUN_DIR_CORRUPTIONS = {
+    "config-garbage": ("config.json", "garbage{", r"config.json: unreadable run config"),
+    "config-list": ("config.json", "[1, 2]", r"config.json: run config must be a JSON object, "
+                                             r"got list"),
+    "config-null": ("config.json", "null", r"config.json: run config must be a JSON object"),
+    "summary-garbage": ("summary.json", "\x00\x01garbage", r"summary.json: unreadable run "
+                                                           r"summary"),
+    "summary-list": ("summary.json", "[]", r"summary.json: run summary must be a JSON object"),
+    "summary-null": ("summary.json", "null", r"summary.json: run summary must be a JSON object"),
+}
+METRICS_CORRUPTIONS = {
+    "metrics-list": ("[1, 2]\n", r"metrics.jsonl:1: a record must be a JSON object with an "
+                                 r"integer 'step'"),
+    "metrics-null": ("null\n", r"metrics.jsonl:1: a record must be a JSON object"),
+    "metrics-no-step": ('{"train/acc": 1.0}\n', r"metrics.jsonl:1: a record must be a JSON "
+                                                r"object with an integer 'step'"),
+    "metrics-garbage": ("garbage{\n\x00\x00\n", r"metrics.jsonl:2: not a latephase record log"),
+}
+
+
+def _corrupt(src: Path, dst: Path, file: str, text: str) -> Path:
+    shutil.copytree(src, dst)
+    (dst / file).write_text(text)
+    return dst
+
+
+@pytest.mark.parametrize("command", ["report", "resume"])
+@pytest.mark.parametrize("case", sorted(RUN_DIR_CORRUPTIONS))
+def test_corrupt_run_dir_exit_2(tmp_path, capsys, finished_run, command, case) -> None:
+    file, text, pattern = RUN_DIR_CORRUPTIONS[case]
+    run = _corrupt(finished_run, tmp_path / "r", file, text)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    args = (["report", str(run)] if command == "report"
+            else ["run", "--resume", str(run), "--no-progress", "--no-figures"])
+    code, _, err = run_cli(args, capsys)
+    _one_error_line(code, err, pattern)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("case", sorted(METRICS_CORRUPTIONS))
+def test_corrupt_metrics_exit_2(tmp_path, capsys, finished_run, case) -> None:
+    text, pattern = METRICS_CORRUPTIONS[case]
+    run = _corrupt(finished_run, tmp_path / "r", "metrics.jsonl", text)
+    with pytest.warns(RuntimeWarning) if case == "metrics-garbage" else _no_op():
+        code, _, err = run_cli(["report", str(run)], capsys)
+    _one_error_line(code, err, pattern)
+    # resume (extending the run) verifies the records against the checkpoint first
+    code, _, err = run_cli(["run", "--resume", str(run), "--no-progress", "--no-figures",
+                            "train.steps=40"], capsys)
+    _one_error_line(code, err, r"metrics.jsonl: .*refusing to resume \(nothing was changed\)")
+    assert (run / "metrics.jsonl").read_text() == text
+
+
+def _no_op():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- help and version
+
+
+def test_version(capsys) -> None:
+    from latephase._version import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out == f"latephase {__version__}\n"
+
+
+def test_help_names_every_command(capsys) -> None:
+    from latephase.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    for name in COMMANDS:
+        assert f"\n    {name} " in out, name
+    assert "`" not in out
+    for name in COMMANDS:  # nor in any command's help
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "`" not in capsys.readouterr().out, name
+
+
+def test_run_without_preset_says_what_it_runs(capsys, monkeypatch) -> None:
+    from latephase import api
+    from latephase.errors import RunDirError
+
+    def stop(cfg, *args, **kwargs):
+        raise RunDirError("stopped before training")
+
+    monkeypatch.setattr(api, "run", stop)
+    code, _, err = run_cli(["run"], capsys)
+    first, second = err.splitlines()
+    assert code == 2 and second == "latephase: error: stopped before training"
+    assert first == ("latephase: no --preset or --config given: running preset paper-mnist "
+                     "(mnist, mlp 200-200-200, adamw weight_decay 0.01, 100,000 steps); "
+                     "'latephase presets' lists the others")
+    code, _, err = run_cli(["run", "--preset", "demo"], capsys)
+    assert err == "latephase: error: stopped before training\n"  # a named preset: no notice

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from latephase.build import build_dataset, check_model, check_registries
 from latephase.config import Config
-from latephase.data import build_dataset
-from latephase.errors import RunDirError
-from latephase.runs import RunDir
+from latephase.errors import ResumeError, RunDirError
+from latephase.runs import RunDir, RunRecorder, Status, child_path
 
 
 def default_run_name(cfg: Config) -> str:
@@ -21,37 +21,64 @@ def run(cfg: Config, out: str | Path = "runs", name: str | None = None, *,
         progress: bool = True, figures: bool = True) -> tuple[RunDir, dict[str, Any]]:
     """Train ``cfg`` into a new run directory ``out/name``; returns it and its summary.
 
-    The data are built before the directory is created, so a bad data path leaves nothing
-    on disk.
+    Registry names, the device, the data and the model (its fit to the data and its memory,
+    :func:`latephase.build.check_model`) are checked before the directory is created, so bad
+    input leaves nothing on disk.
     """
-    from latephase.models import build_model
     from latephase.train import train
     from latephase.train.loop import resolve_device
 
-    resolve_device(cfg.device)  # an unavailable device fails before anything is written
-    data = build_dataset(cfg.data)
-    build_model(cfg.model, data.input_shape, data.num_classes, data.meta)  # so does a misfit
-    run_dir = RunDir.create(Path(out) / (name or default_run_name(cfg)), cfg)
+    check_registries(cfg)
+    device = resolve_device(cfg.device)  # an unavailable device fails before anything is written
+    data = build_dataset(cfg)
+    check_model(cfg, data, device)  # so do a model/data misfit and a model too large to train
+    run_dir = RunDir.create(child_path(out, name or default_run_name(cfg)), cfg)
     summary = train(cfg, run_dir, progress=progress, data=data)
     if figures:
         summary["figures"] = [str(p) for p in report(run_dir.path)]
     return run_dir, summary
 
 
-def resume(path: str | Path, *, progress: bool = True,
-           figures: bool = True) -> tuple[RunDir, dict[str, Any]]:
-    """Continue the run in ``path`` from its last checkpoint (same config, same seed)."""
+def resume(path: str | Path, *, progress: bool = True, figures: bool = True,
+           steps: int | None = None) -> tuple[RunDir, dict[str, Any]]:
+    """Continue the run in ``path`` from its last checkpoint (same config, same seed).
+
+    ``steps`` (``--resume DIR train.steps=N``, the only override resume accepts) extends a
+    run, finished or not, to ``N`` > its current ``train.steps``: the records so far are kept
+    and evaluation continues on the schedule of an ``N``-step run after the last record.
+    A diverged run, or a finished one without more steps, is refused.
+    """
+    import dataclasses
+
     from latephase.train import train
 
-    run_dir = RunDir.open(path)
-    cfg = run_dir.config()
-    status = run_dir.summary().get("status")
-    if status == "finished":
-        raise RunDirError(f"run {str(run_dir.path)!r} has already finished; nothing to resume")
-    summary = train(cfg, run_dir, resume=True, progress=progress)
+    recorder = RunRecorder.take(RunDir.open(path))  # the writer lock, for the whole resume
+    try:
+        cfg = recorder.config()
+        status = recorder.status()
+        if status is Status.DIVERGED:
+            raise ResumeError(f"run {str(recorder.path)!r} diverged "
+                              f"({recorder.summary().get('error', '')}); resuming would repeat "
+                              "it: start a new run with other hyper-parameters")
+        if steps is not None and steps != cfg.train.steps:
+            if steps < cfg.train.steps:
+                raise ResumeError(f"train.steps={steps} is below the run's {cfg.train.steps}; "
+                                  "a resume can only extend a run")
+            recorder.verify_resume()  # the records must be intact before config.json changes
+            old = cfg.train.steps
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+            history = [*recorder.info().get("extended", []), {"from_steps": old,
+                                                              "to_steps": steps}]
+            recorder.update_info(config=cfg.to_dict(), extended=history)
+        elif status is Status.FINISHED:
+            raise RunDirError(f"run {str(recorder.path)!r} has already finished; nothing to "
+                              "resume (extend it with train.steps=N)")
+        summary = train(cfg, recorder, resume=True, progress=progress)
+    finally:
+        recorder.close()
     if figures:
-        summary["figures"] = [str(p) for p in report(run_dir.path)]
-    return run_dir, summary
+        summary["figures"] = [str(p) for p in report(recorder.path)]
+    return recorder, summary
 
 
 def report(path: str | Path) -> list[Path]:

@@ -1,19 +1,38 @@
-"""Command line: ``latephase run | report | presets | bench``.
+"""Command line: ``latephase run | sweep | report | presets | datasets | bench``.
 
-Bad input (config, data, run directory) prints one line ``latephase: error: ...`` and exits
-with code 2, before anything is written.
+Exit codes: 0 done; 1 a run that did not finish (diverged, failed) or an internal error;
+2 bad input; 130 interrupted.  Bad input (config, data, run directory, an output path that
+cannot be written) prints one line ``latephase: error: ...`` and exits with code 2, before
+anything is written.  Anything else unexpected is a bug: one line naming the exception and
+exit 1; ``LATEPHASE_DEBUG=1`` shows its traceback instead.
+
+Only the standard library is imported at module level (``latephase --help`` stays fast and
+loads no torch); each command imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from latephase._version import __version__
 from latephase.errors import LatephaseError
 
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+if TYPE_CHECKING:
+    from latephase.config import Config
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+#: environment variable: set to 1 to get the traceback of an internal error
+DEBUG_ENV = "LATEPHASE_DEBUG"
+DESCRIPTION = ("Reproduce and measure late-phase training dynamics: grokking, "
+               "information-bottleneck compression and neural collapse "
+               "(Sakamoto & Sato, ICLR 2026).")
+EPILOG = ("Start with 'latephase run --preset demo' (30k steps, about 75 s on one CPU core); "
+          "'latephase COMMAND --help' lists a command's options.")
 
 
 def _print_outcome(run_path: str, summary: dict, records: list) -> None:
@@ -30,21 +49,45 @@ def _print_outcome(run_path: str, summary: dict, records: list) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from latephase import api
-    from latephase.config import make_config
+    from latephase.build import make_config
 
     if args.resume:
-        if args.preset or args.config or args.overrides:
-            raise LatephaseError("--resume continues a run with its saved config; do not pass "
-                                 "--preset, --config or key=value overrides with it")
+        from latephase.config import parse_overrides
+
+        extra = parse_overrides(args.overrides or [])
+        only_steps = not extra or (set(extra) == {"train"} and isinstance(extra["train"], dict)
+                                   and set(extra["train"]) == {"steps"})
+        steps = extra["train"]["steps"] if extra and only_steps else None
+        if args.preset or args.config or not only_steps:
+            raise LatephaseError("--resume continues a run with its saved config; the only "
+                                 "override it accepts is train.steps=N (to extend the run)")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool)):
+            raise LatephaseError(f"train.steps={steps!r}: expected an integer number of steps")
         run_dir, summary = api.resume(args.resume, progress=not args.no_progress,
-                                      figures=not args.no_figures)
+                                      figures=not args.no_figures, steps=steps)
     else:
-        preset = args.preset if (args.preset or args.config) else "paper-mnist"
+        preset = args.preset if (args.preset or args.config) else DEFAULT_PRESET
         cfg = make_config(preset, args.config, args.overrides)
+        if not (args.preset or args.config):
+            print(f"latephase: no --preset or --config given: running {_describe(cfg)}; "
+                  "'latephase presets' lists the others",
+                  file=sys.stderr)
         run_dir, summary = api.run(cfg, args.out, args.name, progress=not args.no_progress,
                                    figures=not args.no_figures)
     _print_outcome(str(run_dir.path), summary, run_dir.records())
     return 0 if summary["status"] == "finished" else 1
+
+
+#: what ``latephase run`` trains without --preset or --config: the paper's main setting
+DEFAULT_PRESET = "paper-mnist"
+
+
+def _describe(cfg: Config) -> str:
+    """``preset paper-mnist (mnist, mlp 200-200-200, adamw weight_decay 0.01, 100,000 steps)``."""
+    model = cfg.model.name + (f" {'-'.join(map(str, cfg.model.widths))}"
+                              if cfg.model.name == "mlp" else "")
+    return (f"preset {cfg.name} ({cfg.data.name}, {model}, {cfg.optim.name} weight_decay "
+            f"{cfg.optim.weight_decay:g}, {cfg.train.steps:,} steps)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -117,14 +160,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="latephase", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="latephase", description=DESCRIPTION, epilog=EPILOG)
+    p.add_argument("--version", action="version", version=f"latephase {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands")
     r = sub.add_parser("run", help="train one configuration into a run directory")
     r.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted overrides, e.g. seed=3 optim.weight_decay=0.03")
-    r.add_argument("--preset", help="named preset (see `latephase presets`); "
-                                    "default paper-mnist")
-    r.add_argument("--config", help="TOML file (may name a `preset` to start from)")
+    r.add_argument("--preset", help="named preset (see 'latephase presets'); "
+                                    f"default {DEFAULT_PRESET}")
+    r.add_argument("--config", help="TOML file (may set preset = NAME to start from)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
     r.add_argument("--out", default="runs", help="parent directory of run directories")
     r.add_argument("--name", help="run directory name (default: preset-wd-seed-timestamp)")
@@ -150,17 +195,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    """A message on one line: its non-empty lines joined with '; '."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _os_error(exc: OSError) -> str:
+    """``'runs/x': Permission denied`` -- the path(s) and the system's reason."""
+    paths = [repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None]
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def _error(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"latephase: error: {_one_line(message)}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command.  Exit 2 with one line for bad input (every LatephaseError, and an
+    OSError: a path that cannot be read or written); 1 with one line for anything else (a
+    bug; LATEPHASE_DEBUG=1 re-raises it with its traceback); 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except LatephaseError as exc:
-        print(f"latephase: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(str(exc))
+    except OSError as exc:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        return _error(_os_error(exc))
     except KeyboardInterrupt:
         print("latephase: interrupted; the last checkpoint is kept: continue with "
-              "`latephase run --resume <run directory>`", file=sys.stderr)
+              "'latephase run --resume RUN_DIR'", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not the user's input: one line, exit 1
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        return _error(f"internal error: {type(exc).__name__}: {exc} "
+                      f"(run with {DEBUG_ENV}=1 for the traceback)", EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,17 @@
 
 A :class:`Config` is a tree of frozen dataclasses.  It is built from a preset (a TOML file
 shipped in ``latephase/presets``), an optional user TOML file and dotted ``key=value``
-overrides, in that order.  Every value is checked against its field's type and range, and
-every registry name against its registry, before anything is written to disk.
+overrides, in that order.  Every value is checked against its field's type and range here;
+registry names (dataset, model, optimizer, loss) are checked by :mod:`latephase.build`, the
+composition root, before anything is written to disk.  This module imports no other part of
+latephase but :mod:`latephase.errors`.
+
+Ranges every field obeys on top of its own: a float is finite (NaN and +-inf are refused); an
+int fits a signed 64-bit integer.  Seeds (``seed``, ``data.seed``,
+``measures.information_seed``) lie in [0, 2**32 - 1], the range both ``numpy`` (legacy
+``RandomState``, used by scikit-learn's ``random_state``) and ``torch.manual_seed`` accept.
+Model sizes (widths, channels, hidden sizes) lie in [1, 2**20]; the parameter memory of the
+whole model is checked against the machine by :func:`latephase.build.check_model`.
 
 Defaults are the paper's main setting (Sakamoto & Sato 2026, section 5 of science.md):
 MNIST, 1000 training images, MLP 784-200-200-200-10 with init scale 8, AdamW lr 1e-3,
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -31,10 +41,25 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: largest int any field takes (torch and numpy index with signed 64-bit integers)
+INT_MAX = 2**63 - 1
+#: largest seed: numpy's RandomState (scikit-learn's random_state) and torch.manual_seed
+#: both accept [0, 2**32 - 1]
+SEED_MAX = 2**32 - 1
+#: largest width of one layer (hidden widths, channels, hidden sizes); a whole model is also
+#: checked against the machine's memory (latephase.build.check_model)
+WIDTH_MAX = 2**20
+#: largest number of stacked layers, heads, patch side, threads
+COUNT_MAX = 2**12
+
+
 def _rng(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+         hi_open: bool = False, length: int | None = None,
          choices: tuple[str, ...] | None = None, doc: str = "") -> dict[str, Any]:
-    """Field metadata: valid range ``[lo, hi]`` (``(lo, hi]`` if ``lo_open``), choices, doc."""
-    return {"lo": lo, "hi": hi, "lo_open": lo_open, "choices": choices, "doc": doc}
+    """Field metadata: valid range ``[lo, hi]`` (``(lo`` if ``lo_open``, ``hi)`` if
+    ``hi_open``), exact number of values of a tuple field (``length``), choices, doc."""
+    return {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "length": length,
+            "choices": choices, "doc": doc}
 
 
 @dataclass(frozen=True)
@@ -50,7 +75,8 @@ class DataConfig:
         default=None, metadata=_rng(1, doc="held-out size (None = all remaining)")
     )
     seed: int = field(
-        default=0, metadata=_rng(0, doc="seed of the train/held-out split (fixed across run seeds)")
+        default=0, metadata=_rng(0, SEED_MAX,
+                                 doc="seed of the train/held-out split (fixed across run seeds)")
     )
     normalize: bool = field(
         default=True,
@@ -98,7 +124,9 @@ class ModelConfig:
     """Architecture.  The MLP's representation is the last hidden layer after its activation."""
 
     name: str = field(default="mlp", metadata=_rng(doc="model registry name"))
-    widths: tuple[int, ...] = field(default=(200, 200, 200), metadata=_rng(1, doc="hidden widths"))
+    widths: tuple[int, ...] = field(
+        default=(200, 200, 200), metadata=_rng(1, WIDTH_MAX, doc="hidden widths, each")
+    )
     init_scale: float = field(
         default=8.0, metadata=_rng(0.0, lo_open=True, doc="multiplies every parameter after init")
     )
@@ -110,14 +138,18 @@ class ModelConfig:
                           "per model (MLP all, CNN FC layers, Transformer FFN+head, ResNet head)"),
     )
     channels: tuple[int, ...] = field(
-        default=(16, 32), metadata=_rng(1, doc="cnn: conv channels (doubled for RGB)")
+        default=(16, 32), metadata=_rng(1, WIDTH_MAX, doc="cnn: conv channels (doubled for RGB)")
     )
-    fc_width: int = field(default=128, metadata=_rng(1, doc="cnn: width of the hidden FC layer"))
-    dim: int = field(default=128, metadata=_rng(1, doc="transformer: hidden size"))
-    heads: int = field(default=4, metadata=_rng(1, doc="transformer: attention heads"))
-    ffn: int = field(default=256, metadata=_rng(1, doc="transformer: feed-forward width"))
-    layers: int = field(default=1, metadata=_rng(1, doc="transformer: encoder layers"))
-    patch: int = field(default=4, metadata=_rng(1, doc="transformer: image patch side"))
+    fc_width: int = field(
+        default=128, metadata=_rng(1, WIDTH_MAX, doc="cnn: width of the hidden FC layer")
+    )
+    dim: int = field(default=128, metadata=_rng(1, WIDTH_MAX, doc="transformer: hidden size"))
+    heads: int = field(default=4, metadata=_rng(1, COUNT_MAX, doc="transformer: attention heads"))
+    ffn: int = field(
+        default=256, metadata=_rng(1, WIDTH_MAX, doc="transformer: feed-forward width")
+    )
+    layers: int = field(default=1, metadata=_rng(1, COUNT_MAX, doc="transformer: encoder layers"))
+    patch: int = field(default=4, metadata=_rng(1, COUNT_MAX, doc="transformer: image patch side"))
 
 
 @dataclass(frozen=True)
@@ -128,7 +160,11 @@ class OptimConfig:
     lr: float = field(default=1e-3, metadata=_rng(0.0, lo_open=True))
     weight_decay: float = field(default=0.01, metadata=_rng(0.0))
     momentum: float = field(default=0.0, metadata=_rng(0.0, 1.0, doc="SGD only"))
-    betas: tuple[float, ...] = field(default=(0.9, 0.999), metadata=_rng(0.0, 1.0, doc="AdamW"))
+    betas: tuple[float, ...] = field(
+        default=(0.9, 0.999),
+        metadata=_rng(0.0, 1.0, hi_open=True, length=2,
+                      doc="AdamW: (beta1, beta2), each in [0, 1)"),
+    )
     eps: float = field(default=1e-8, metadata=_rng(0.0, lo_open=True, doc="AdamW"))
 
 
@@ -140,12 +176,14 @@ class TrainConfig:
     batch_size: int = field(default=100, metadata=_rng(1))
     loss: str = field(default="sse", metadata=_rng(doc="loss registry name (sse | cross_entropy)"))
     eval_schedule: str = field(default="paper", metadata=_rng(choices=("paper", "log")))
-    eval_points: int = field(default=200, metadata=_rng(2, doc="number of points for 'log'"))
+    eval_points: int = field(
+        default=200, metadata=_rng(2, 10**6, doc="number of points for 'log'")
+    )
     eval_batch_size: int = field(default=5000, metadata=_rng(1, doc="rows per evaluation chunk"))
     checkpoint_every_s: float = field(
         default=30.0, metadata=_rng(0.0, doc="seconds between checkpoints (0 = every evaluation)")
     )
-    threads: int = field(default=1, metadata=_rng(1, doc="torch intra-op threads"))
+    threads: int = field(default=1, metadata=_rng(1, COUNT_MAX, doc="torch intra-op threads"))
     fast_mlp: bool = field(
         default=True, metadata=_rng(doc="hand-derived MLP backward (false: autograd)")
     )
@@ -170,7 +208,9 @@ class MeasureConfig:
     information_n: int | None = field(
         default=1000, metadata=_rng(2, doc="seeded subsample size (fixed for the whole run)")
     )
-    information_seed: int = field(default=0, metadata=_rng(0, doc="subsample/estimator seed"))
+    information_seed: int = field(
+        default=0, metadata=_rng(0, SEED_MAX, doc="subsample/estimator seed")
+    )
     nhsic_bandwidth: str = field(default="paper", metadata=_rng(choices=("paper", "median")))
     nhsic_sigma: float = field(default=5.0, metadata=_rng(0.0, lo_open=True))
     knn_k: int = field(default=3, metadata=_rng(1, doc="neighbours of kl_knn and ksg"))
@@ -196,7 +236,7 @@ class Config:
     """A whole experiment."""
 
     name: str = field(default="paper-mnist", metadata=_rng(doc="preset or experiment name"))
-    seed: int = field(default=0, metadata=_rng(0, doc="init and batch-order seed"))
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX, doc="init and batch-order seed"))
     device: str = field(
         default="auto", metadata=_rng(choices=("auto", "cpu", "cuda", "mps"),
                                       doc="auto: cuda if available, else mps, else cpu")
@@ -226,6 +266,12 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _show(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters (a 400-digit number stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 15]}...({len(text)} chars)"
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted (int->float etc.)."""
     origin = typing.get_origin(tp)
@@ -251,29 +297,61 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond float64 (about 1.8e308)
+                raise ConfigError(f"{key}: value {_show(value)} is too large for a float; "
+                                  "expected a finite number") from None
     elif tp is str:
         if isinstance(value, str):
             return value
     else:  # pragma: no cover - every field type is listed above
         raise TypeError(f"unsupported config type {tp!r}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {_show(value)}")
+
+
+def _valid_range(v: int | float, meta: Mapping[str, Any]) -> tuple[float | None, float | None,
+                                                                    bool, bool]:
+    """(lo, hi, lo_open, hi_open) for value ``v``: the field's range, with the bounds every
+    field obeys (finite floats; ints within [-INT_MAX - 1, INT_MAX]) filled in."""
+    lo, hi = meta.get("lo"), meta.get("hi")
+    lo_open, hi_open = bool(meta.get("lo_open")), bool(meta.get("hi_open"))
+    if isinstance(v, int):
+        lo = -INT_MAX - 1 if lo is None else lo
+        hi = INT_MAX if hi is None else hi
+    return lo, hi, lo_open, hi_open
+
+
+def _format_range(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    """``[0.0, 1.0)``; a missing bound of a float field is -inf / inf, open (never valid)."""
+    left = "(" if lo_open or lo is None else "["
+    right = ")" if hi_open or hi is None else "]"
+    return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
 
 
 def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """Length of a tuple field, choices, and the range of every number (floats finite)."""
+    length = meta.get("length")
+    if isinstance(value, tuple) and length is not None and len(value) != length:
+        raise ConfigError(f"{key}: expected {length} values, got {len(value)} "
+                          f"({_show(list(value))}); {meta.get('doc') or ''}".rstrip("; "))
     vals = value if isinstance(value, tuple) else (value,)
-    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    choices = meta.get("choices")
     for v in vals:
         if v is None:
             continue
         if choices is not None and v not in choices:
             raise ConfigError(f"{key}: {unknown_choice('value', v, choices)}")
-        if isinstance(v, int | float):
-            low_bad = lo is not None and (v <= lo if meta.get("lo_open") else v < lo)
-            if low_bad or (hi is not None and v > hi):
-                left = "(" if meta.get("lo_open") else "["
-                rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-                raise ConfigError(f"{key}: value {v!r} out of range; valid range is {rng}")
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            lo, hi, lo_open, hi_open = _valid_range(v, meta)
+            rng = _format_range(lo, hi, lo_open, hi_open)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key}: value {v!r} is not a finite number; "
+                                  f"valid range is {rng}")
+            low_bad = lo is not None and (v <= lo if lo_open else v < lo)
+            high_bad = hi is not None and (v >= hi if hi_open else v > hi)
+            if low_bad or high_bad:
+                raise ConfigError(f"{key}: value {_show(v)} out of range; valid range is {rng}")
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
@@ -327,15 +405,27 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file; a missing or malformed file is a ConfigError."""
+    """Read a TOML file (UTF-8).  A ConfigError naming the file and the problem when it is
+    missing, a directory, unreadable, not UTF-8 text (binary, Latin-1, ...) or not TOML."""
     p = Path(path)
+    where = f"config file {str(p)!r}"
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
+        data = p.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+        raise ConfigError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where} is a directory, not a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
 
 
 def preset_names() -> list[str]:
@@ -351,25 +441,11 @@ def load_preset(name: str) -> dict[str, Any]:
     return _merge({"name": name}, tomllib.loads(text))
 
 
-def check_registries(cfg: Config) -> None:
-    """Registry names (dataset, model, optimizer, loss) must exist."""
-    from latephase.data import DATASETS
-    from latephase.models import MODELS
-    from latephase.train.loop import LOSSES, OPTIMIZERS
-
-    for key, value, registry in (
-        ("data.name", cfg.data.name, DATASETS),
-        ("model.name", cfg.model.name, MODELS),
-        ("optim.name", cfg.optim.name, OPTIMIZERS),
-        ("train.loss", cfg.train.loss, LOSSES),
-    ):
-        if value not in registry:
-            raise ConfigError(f"{key}: {unknown_choice('name', value, registry)}")
-
-
 def make_config(preset: str | None = None, config_file: str | Path | None = None,
                 overrides: list[str] | Mapping[str, Any] | None = None) -> Config:
-    """Resolve preset -> TOML file -> overrides into a validated :class:`Config`."""
+    """Resolve preset -> TOML file -> overrides into a :class:`Config` whose every key, type
+    and range is checked.  Registry names are not (config imports nothing above it):
+    :func:`latephase.build.make_config` is this plus that check."""
     values: dict[str, Any] = load_preset(preset) if preset else {}
     if config_file is not None:
         file_values = load_toml(config_file)
@@ -380,7 +456,6 @@ def make_config(preset: str | None = None, config_file: str | Path | None = None
         extra = parse_overrides(list(overrides)) if isinstance(overrides, list) else overrides
         values = _merge(values, extra)
     cfg: Config = _build(Config, values)
-    check_registries(cfg)
     return cfg
 
 

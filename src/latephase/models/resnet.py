@@ -19,8 +19,7 @@ from torch import nn
 
 from latephase.config import ModelConfig
 from latephase.errors import ConfigError
-from latephase.models import ACTIVATIONS, FeatureHead
-from latephase.models.base import apply_init_scale
+from latephase.models.base import ACTIVATIONS, FeatureHead, apply_init_scale
 
 WIDTHS: tuple[int, ...] = (64, 128, 256, 512)
 STRIDES: tuple[int, ...] = (1, 2, 2, 2)

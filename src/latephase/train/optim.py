@@ -62,7 +62,9 @@ def _adamw(params: Iterable[nn.Parameter], c: OptimConfig) -> torch.optim.Optimi
     """AdamW with decoupled weight decay on every parameter; the fused kernel (one pass over
     the parameters instead of several) when the parameters are on CPU or CUDA, driven by
     :class:`LeanAdamW` (identical updates, less per-step overhead)."""
-    b1, b2 = (tuple(c.betas) + (0.999,))[:2]
+    if len(c.betas) != 2:
+        raise ValueError(f"optim.betas: expected 2 values (beta1, beta2), got {list(c.betas)}")
+    b1, b2 = c.betas
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
     return LeanAdamW(params, lr=c.lr, betas=(b1, b2), eps=c.eps, weight_decay=c.weight_decay,
