@@ -14,8 +14,17 @@ A sweep spec (TOML, or a preset in ``latephase/presets/sweeps``)::
 
 Every run writes the usual run directory ``<out>/<sweep name>/<run name>``; the sweep writes
 ``sweep.json`` (the spec) and ``sweep_summary.json`` (every run's status and time scales).
-Re-running a sweep skips finished runs and resumes unfinished ones from their checkpoints;
-a run that diverges or crashes is recorded as such and the others go on.
+Re-running a sweep skips finished and diverged runs (both final) and resumes unfinished
+ones from their checkpoints; a run that diverges or crashes is recorded as such and the
+others go on.  What a sweep never does:
+
+- run code from a checkpoint: checkpoints are read with ``weights_only=True``; one that
+  does not load so fails its run with one line and is never unpickled otherwise;
+- leave workers behind: pool workers die with the sweep process (even on ``kill -9``);
+- write a run directory that another process holds (its writer lock): that run is reported
+  ``busy (another process writes it)``, neither retried nor counted finished;
+- let two grid points share a run directory, or a sweep or run name escape ``--out``;
+- call a run finished over missing records: ``incomplete (N of M records)`` instead.
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ import itertools
 import json
 import math
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -33,8 +45,15 @@ from pathlib import Path
 from typing import Any
 
 from latephase.config import Config, load_toml, make_config, tomllib
-from latephase.errors import ConfigError, LatephaseError, unknown_choice
-from latephase.runs import RunDir, atomic_write_text
+from latephase.errors import (
+    ConfigError,
+    LatephaseError,
+    ResumeError,
+    RunDirBusy,
+    RunDirError,
+    unknown_choice,
+)
+from latephase.runs import RunDir, RunRecorder, atomic_write_text, child_path, mark_failed
 
 SPEC_KEYS = {"name", "preset", "config", "seeds", "overrides", "grid", "when"}
 
@@ -88,10 +107,42 @@ def _same(value: Any, text: str) -> bool:
 SHORT = {"optim.weight_decay": "wd", "optim.lr": "lr", "train.steps": "steps"}
 
 
+def _name_part(key: str, value: Any) -> str:
+    """A grid value's part of a run name: short key + value (floats as ``%g``, i.e. six
+    significant digits: 0.1 and 0.1000001 both give ``wd0.1``)."""
+    short = SHORT.get(key, key.rsplit(".", 1)[-1])
+    return f"{short}{value:g}" if isinstance(value, float) else f"{short}{value}"
+
+
 def _run_name(point: Mapping[str, Any], seed: int) -> str:
-    parts = [f"{SHORT.get(k, k.rsplit('.', 1)[-1])}{v:g}" if isinstance(v, float)
-             else f"{SHORT.get(k, k.rsplit('.', 1)[-1])}{v}" for k, v in point.items()]
-    return "-".join([*parts, f"seed{seed}"])
+    return "-".join([*(_name_part(k, v) for k, v in point.items()), f"seed{seed}"])
+
+
+def check_dir_name(what: str, name: str) -> str:
+    """``name`` must be one plain path component, so ``<out>/<name>`` stays inside ``out``
+    (the rule of :func:`latephase.runs.child_path`: not empty, not ``.`` or ``..``, no path
+    separator, not absolute, no NUL); a ConfigError naming ``what`` otherwise."""
+    try:
+        child_path(".", name)
+    except RunDirError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    return name
+
+
+def _check_distinct(grid: Mapping[str, list[Any]], seeds: Sequence[int]) -> None:
+    """Every grid point and seed must have its own run directory: refuse values of one key
+    (or seeds) that are equal or equal in a run name's six significant digits."""
+    for key, values in [*grid.items(), ("seeds", list(seeds))]:
+        seen: dict[str, Any] = {}
+        for v in values:
+            part = _name_part(key, v)
+            if part in seen:
+                same = ("lists it twice" if repr(seen[part]) == repr(v) else
+                        f"gives the same run name part {part!r} (six significant digits)")
+                raise ConfigError(f"{'seeds' if key == 'seeds' else 'grid: ' + repr(key)}: "
+                                  f"values {seen[part]!r} and {v!r} would share one run "
+                                  f"directory ({same}); remove one or make them differ")
+            seen[part] = v
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,9 +183,18 @@ def load_spec(path: str | Path | None = None, preset: str | None = None) -> Swee
     seeds = raw.get("seeds", [0])
     if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
         raise ConfigError(f"seeds: expected a non-empty list of ints, got {seeds!r}")
-    spec = SweepSpec(name=str(raw["name"]), preset=raw.get("preset"), config=raw.get("config"),
+    _check_distinct(grid, seeds)
+    spec = SweepSpec(name=check_dir_name("sweep name", str(raw["name"])),
+                     preset=raw.get("preset"), config=raw.get("config"),
                      seeds=tuple(seeds), overrides=dict(raw.get("overrides", {})), grid=grid,
                      when={str(k): dict(v) for k, v in raw.get("when", {}).items()})
+    names: dict[str, RunSpec] = {}
+    for run in spec.runs():  # every run its own directory inside the sweep's
+        check_dir_name("run name", run.name)
+        first = names.setdefault(run.name, run)
+        if first is not run:  # distinct values per key, yet two points print alike
+            raise ConfigError(f"grid: points {first.point} and {run.point} give the same run "
+                              f"name {run.name!r}; change a value")
     for run in spec.runs():
         spec.run_config(run)  # raises ConfigError naming the bad key/value
     return spec
@@ -143,8 +203,21 @@ def load_spec(path: str | Path | None = None, preset: str | None = None) -> Swee
 # ----------------------------------------------------------------------------- executing
 
 
+BUSY = "another process writes it"
+FINAL = ("finished", "diverged")  # a re-run never retries these
+
+
+def _busy(path: str | Path) -> dict[str, Any]:
+    """The result of a run whose directory another process holds: not retried, not counted
+    finished, nothing written into it."""
+    return {"run": Path(path).name, "status": "busy", "error": BUSY, "skipped": True}
+
+
 def run_one(run_path: str, cfg_dict: dict[str, Any], threads: int = 1) -> dict[str, Any]:
-    """Run (or resume, or skip) one run directory; never raises: failures are recorded."""
+    """Run (or resume, or skip) one run directory; never raises: failures are recorded.
+    A finished or diverged run is final and skipped; a run directory that another process
+    writes is reported busy and left alone.  (Resume reads the checkpoint with
+    ``weights_only=True`` and refuses anything else: :func:`latephase.runs.read_checkpoint`.)"""
     import torch
 
     from latephase import api
@@ -156,7 +229,7 @@ def run_one(run_path: str, cfg_dict: dict[str, Any], threads: int = 1) -> dict[s
         run = RunDir(path)
         if run.config_path.exists():
             status = run.summary().get("status")
-            if status in ("finished", "diverged"):
+            if status in FINAL:
                 return {"run": path.name, "status": status, "skipped": True}
             _, summary = api.resume(path, progress=False)
         else:
@@ -165,12 +238,10 @@ def run_one(run_path: str, cfg_dict: dict[str, Any], threads: int = 1) -> dict[s
         return {"run": path.name, "status": summary["status"], "skipped": False}
     except KeyboardInterrupt:
         raise
+    except RunDirBusy:
+        return _busy(path)
     except Exception as exc:  # fault isolation: record and go on
-        summary = RunDir(path).summary() if path.exists() else {}
-        if summary.get("status") == "running":
-            summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            RunDir(path).write_summary(summary)
-        return {"run": path.name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return _record_failure(run_path, f"{type(exc).__name__}: {exc}")
 
 
 def _local(jobs: list[tuple[str, dict[str, Any]]], workers: int,
@@ -184,25 +255,59 @@ def _local(jobs: list[tuple[str, dict[str, Any]]], workers: int,
 
 
 PoolCall = tuple[Callable[..., Any], tuple[Any, ...], list[str]]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int, poll_s: float = 0.5, prctl: bool = True) -> None:
+    """Pool initializer: a worker exits when the sweep process that started it dies, even by
+    SIGKILL, so a re-run never races orphaned workers on the same run directories.  On
+    Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``);
+    everywhere a daemon thread polls ``os.getppid()`` every ``poll_s`` seconds (an orphan
+    is re-parented, so its parent id changes)."""
+    if prctl and sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl here: the thread below still works
+            pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent, poll_s), daemon=True,
+                     name="latephase-parent-watch").start()
+
+
+def _watch_parent(parent: int, poll_s: float) -> None:
+    while True:
+        time.sleep(poll_s)
+        if os.getppid() != parent:
+            os._exit(1)  # no cleanup: the run resumes from its last checkpoint
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing as mp
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
 def run_in_pool(calls: list[PoolCall], workers: int,
                 report: Callable[[dict[str, Any]], None]) -> None:
     """Run ``fn(*args)`` for each ``(fn, args, run paths)`` in spawned worker processes; each
-    returns one result dict or a list of them.  A worker that dies (killed, out of memory)
-    breaks the pool: the calls that had not returned are retried one at a time, each in its
-    own process (their runs resume from their checkpoints), and a call whose process dies
-    again has its runs recorded as failed while the others go on."""
-    import multiprocessing as mp
+    returns one result dict or a list of them.  Workers die with this process.  A worker
+    that dies (killed, out of memory) breaks the pool: the calls that had not returned are
+    retried one at a time, each in its own process (their runs resume from their
+    checkpoints), and a call whose process dies again has its runs recorded as failed while
+    the others go on."""
     from concurrent.futures.process import BrokenProcessPool
 
     def deliver(result: dict[str, Any] | list[dict[str, Any]]) -> None:
         for res in result if isinstance(result, list) else [result]:
             report(res)
 
-    ctx = mp.get_context("spawn")
     left: list[PoolCall] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with _pool(workers) as pool:
         futures = {pool.submit(fn, *args): (fn, args, paths) for fn, args, paths in calls}
         for fut in as_completed(futures):
             try:
@@ -210,7 +315,7 @@ def run_in_pool(calls: list[PoolCall], workers: int,
             except BrokenProcessPool:
                 left.append(futures[fut])
     for fn, args, paths in left:
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        with _pool(1) as pool:
             try:
                 deliver(pool.submit(fn, *args).result())
             except BrokenProcessPool:
@@ -220,13 +325,20 @@ def run_in_pool(calls: list[PoolCall], workers: int,
 
 
 def _record_failure(path: str, error: str) -> dict[str, Any]:
-    """Mark a run that was still running as failed (when its directory exists)."""
-    run = RunDir(path)
-    if run.summary_path.exists():
-        summary = run.summary()
-        if summary.get("status") in (None, "running"):
-            run.write_summary({**summary, "status": "failed", "error": error})
-    return {"run": Path(path).name, "status": "failed", "error": error}
+    """The result of a run that failed with ``error``; recorded in its summary when that
+    still says running (under the writer lock: :func:`latephase.runs.mark_failed`).  A run
+    that ended (finished, diverged) keeps its status; one another process writes is busy."""
+    name = Path(path).name
+    try:
+        summary = mark_failed(path, error)
+    except RunDirBusy:
+        return _busy(path)
+    except (LatephaseError, OSError):  # unreadable summary, read-only directory: report only
+        summary = {}
+    if summary.get("status") in FINAL:
+        return {"run": name, "status": summary["status"], "error": summary.get("error", error),
+                "skipped": False}
+    return {"run": name, "status": "failed", "error": error, "skipped": False}
 
 
 def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
@@ -253,7 +365,9 @@ def run_ensemble(paths: list[str], cfg_dicts: list[dict[str, Any]],
                  threads: int = 1) -> list[dict[str, Any]]:
     """Train runs (new or resumable, at one step and evaluation point) as one vectorized
     ensemble; ``cfg_dicts`` are the configs of existing run directories as stored there.
-    Never raises: a crash is recorded in every unfinished member's summary."""
+    Never raises: a crash is recorded in every unfinished member's summary.  If another
+    process writes one member's directory, the members run one by one instead (that one
+    is reported busy)."""
     import torch
 
     from latephase import api
@@ -261,41 +375,50 @@ def run_ensemble(paths: list[str], cfg_dicts: list[dict[str, Any]],
     from latephase.train.ensemble import train_ensemble
 
     torch.set_num_threads(threads)
+    runs: list[RunDir] = []
+
+    def release() -> None:  # the writer locks of the runs created here
+        for r in runs:
+            if isinstance(r, RunRecorder):
+                r.close()
+
     try:
         cfgs = [config_from_dict(c) for c in cfg_dicts]
-        runs = [RunDir.open(p) if RunDir(p).config_path.exists() else RunDir.create(p, c)
-                for p, c in zip(paths, cfgs, strict=True)]
+        for p, c in zip(paths, cfgs, strict=True):
+            runs.append(RunDir.open(p) if RunDir(p).config_path.exists()
+                        else RunDir.create(p, c))
         summaries = train_ensemble(cfgs, runs, resume=True, progress=False)
+        release()
         for p in paths:
             api.report(p)
         return [{"run": Path(p).name, "status": s["status"], "skipped": False}
                 for p, s in zip(paths, summaries, strict=True)]
     except KeyboardInterrupt:
         raise
+    except RunDirBusy:  # which member is not known here: each alone finds out for itself
+        release()
+        return [run_one(p, c, threads) for p, c in zip(paths, cfg_dicts, strict=True)]
     except Exception as exc:  # fault isolation: record and go on
-        error = f"{type(exc).__name__}: {exc}"
-        out = []
-        for p in paths:
-            run = RunDir(p)
-            summary = run.summary() if run.summary_path.exists() else {}
-            if summary.get("status") in (None, "running"):
-                summary = {**summary, "status": "failed", "error": error}
-                if run.path.is_dir():  # else nothing to record it in (e.g. not created)
-                    run.write_summary(summary)
-            out.append({"run": Path(p).name, "status": summary["status"],  # diverged stays
-                        "error": summary.get("error", error), "skipped": False})
-        return out
+        release()
+        return [_record_failure(p, f"{type(exc).__name__}: {exc}") for p in paths]
 
 
 def _resume_point(path: str) -> tuple[int, int]:
-    """(step, evaluations done) of a run's checkpoint; (0, 0) without one."""
-    import torch
+    """(step, evaluations done) of a run's checkpoint; (0, 0) without one.  The checkpoint
+    is read with ``weights_only=True`` (tensors and primitives only: unpickling never runs
+    code) and its digest checked by :func:`latephase.runs.read_checkpoint`; one that does
+    not load so is refused with its one-line ResumeError."""
+    from latephase.runs import read_checkpoint
 
     ck = RunDir(path).checkpoint_path
     if not ck.exists():
         return 0, 0
-    state = torch.load(ck, weights_only=False, map_location="cpu")  # cuda-saved too
-    return int(state["step"]), int(state["evals_done"])
+    state = read_checkpoint(ck, map_location="cpu")  # cuda-saved too
+    try:
+        return int(state["step"]), int(state["evals_done"])
+    except (KeyError, TypeError, ValueError):
+        raise ResumeError(f"{ck}: not a latephase checkpoint (no integer 'step' and "
+                          "'evals_done')") from None
 
 
 def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
@@ -303,8 +426,9 @@ def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
     """Group runs that differ only in seed, lr and weight decay (and stand at the same step
     and evaluation point) into vectorized ensembles, split so every worker has one; runs the
     ensemble cannot vectorize, or whose run directory cannot be read, go to the local
-    executor (which records why they fail).  An existing run keeps its stored config, as
-    with the local executor."""
+    executor (which records why they fail).  A run whose checkpoint is refused (it does not
+    load with ``weights_only=True``) is recorded failed with the reason and not run.  An
+    existing run keeps its stored config, as with the local executor."""
 
     from latephase.config import config_from_dict
     from latephase.train.ensemble import ensemble_key, ensemble_supported
@@ -312,14 +436,21 @@ def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
     groups: dict[tuple[str, int, int], list[tuple[str, dict[str, Any]]]] = {}
     solo, reasons = [], []
     for path, cfg_dict in jobs:
-        status = RunDir(path).summary().get("status") if Path(path).exists() else None
-        if status in ("finished", "diverged"):
+        run = RunDir(path)
+        try:
+            status = run.summary().get("status")
+        except LatephaseError:  # unreadable summary: resume rewrites it
+            status = None
+        if status in FINAL:
             report({"run": Path(path).name, "status": status, "skipped": True})
             continue
         try:
-            run = RunDir(path)
-            cfg = run.config() if run.config_path.exists() else config_from_dict(cfg_dict)
             point = _resume_point(path)
+        except ResumeError as exc:  # e.g. a checkpoint that would run code: never loaded
+            report(_record_failure(path, f"{type(exc).__name__}: {exc}"))
+            continue
+        try:
+            cfg = run.config() if run.config_path.exists() else config_from_dict(cfg_dict)
         except Exception as exc:  # unreadable run directory: run_one records the failure
             solo.append((path, cfg_dict))
             reasons.append(f"{type(exc).__name__}: {exc}")
@@ -354,10 +485,11 @@ EXECUTORS = {"local": _local, "ensemble": _ensemble, "ray": _ray}
 def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, executor: str = "local",
               workers: int | None = None, address: str | None = None,
               progress: bool = True) -> dict[str, Any]:
-    """Run every run of ``spec`` (skipping finished ones) and write the sweep summary."""
+    """Run every run of ``spec`` (skipping finished and diverged ones) and write the sweep
+    summary."""
     if executor not in EXECUTORS:
         raise ConfigError(unknown_choice("executor", executor, EXECUTORS))
-    root = Path(out) / spec.name
+    root = Path(out) / check_dir_name("sweep name", spec.name)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps({
         "name": spec.name, "preset": spec.preset, "config": spec.config,
@@ -367,28 +499,34 @@ def run_sweep(spec: SweepSpec, out: str | Path = "runs", *, executor: str = "loc
     jobs = [(str(root / r.name), spec.run_config(r).to_dict()) for r in runs]
     workers = workers or os.cpu_count() or 1
     ended: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
 
     def report(res: dict[str, Any]) -> None:
         ended[res["run"]] = res["status"]
+        results[res["run"]] = res
 
     with _StepProgress(jobs, ended, enabled=progress):
         if executor == "ray":
             _ray(jobs, workers, report, address)
         else:
             EXECUTORS[executor](jobs, workers, report)
-    return write_summary(root, spec)
+    return write_summary(root, spec, results)
 
 
 class _StepProgress:
     """A progress bar over the training steps of every run of a sweep, whatever executes
-    them: a thread polls the tail of each run's metrics.jsonl every ``every`` seconds."""
+    them: a thread polls the tail of each run's metrics.jsonl every ``every`` seconds.
+    Work done before the sweep started (finished, skipped or resumed runs) is the bar's
+    ``initial``, so the rate counts this session's steps only: n = sum_i max(start_i,
+    last_i), rate = (n - sum_i start_i) / elapsed."""
 
     def __init__(self, jobs: list[tuple[str, dict[str, Any]]], ended: dict[str, str], *,
                  enabled: bool, every: float = 2.0) -> None:
-        import threading
+        from latephase.runs import last_step
 
         self.paths = [Path(p) / "metrics.jsonl" for p, _ in jobs]
         self.total = sum(int(c["train"]["steps"]) for _, c in jobs)
+        self.start = [last_step(p) for p in self.paths] if enabled else [0] * len(self.paths)
         self.ended, self.enabled, self.every = ended, enabled, every
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -396,7 +534,8 @@ class _StepProgress:
     def _poll(self, bar: Any) -> None:
         from latephase.runs import last_step
 
-        bar.n = sum(last_step(p) for p in self.paths)
+        # a resumed run first drops the records past its checkpoint: never below the start
+        bar.n = sum(max(s, last_step(p)) for s, p in zip(self.start, self.paths, strict=True))
         ended = list(self.ended.values())  # one snapshot: the main thread adds to it
         counts = {s: ended.count(s) for s in sorted(set(ended))}
         done = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none ended yet"
@@ -406,11 +545,10 @@ class _StepProgress:
     def _loop(self) -> None:
         from tqdm.auto import tqdm
 
-        from latephase.runs import last_step
-
-        with tqdm(total=self.total, unit="step", file=sys.stderr, dynamic_ncols=True,
-                  smoothing=0.1) as bar:
-            bar.n = bar.last_print_n = sum(last_step(p) for p in self.paths)  # resumed work
+        # the rate is (n - initial) / elapsed: bar.n is set, never update()d, so tqdm's
+        # smoothed rate has no samples and this average is what it shows
+        with tqdm(total=self.total, initial=sum(self.start), unit="step", file=sys.stderr,
+                  dynamic_ncols=True, smoothing=0.1) as bar:
             while not self.stop.wait(self.every):
                 self._poll(bar)
             self._poll(bar)
@@ -429,15 +567,71 @@ class _StepProgress:
 # ----------------------------------------------------------------------------- analysis
 
 
-def collect(root: Path, spec: SweepSpec) -> list[dict[str, Any]]:
-    """One row per run: grid point, seed, status and time scales."""
+def check_records(run: RunDir, summary: Mapping[str, Any]) -> tuple[str, str | None]:
+    """A finished run's status as its records bear it out.
+
+    The schedule is ``eval_steps(train.steps, train.eval_schedule, train.eval_points)`` of
+    the run's stored config.  A run extended by ``--resume DIR train.steps=N`` (config.json
+    lists ``extended: [{from_steps, to_steps}]``) keeps its records up to b = the largest
+    ``from_steps``, taken on the shorter run's schedule; only the scheduled steps after b
+    are required of it.  With R the distinct record steps and E the summary's
+    ``evaluations``::
+
+        M = max(E, |R <= b| + |schedule > b|),   N = |R <= b| + |R & schedule > b|
+
+    ``("finished", None)`` needs N = M, no step twice and none off the schedule; else
+    ``("incomplete", "N of M records")`` or ``("corrupt", ...)``."""
+    from latephase.train.loop import eval_steps
+
+    try:
+        t = run.config().train
+        planned = set(eval_steps(t.steps, t.eval_schedule, t.eval_points))
+        b = max((int(e["from_steps"]) for e in run.info().get("extended") or []), default=-1)
+        steps = [int(r["step"]) for r in run.records()]
+    except (LatephaseError, KeyError, TypeError, ValueError, OSError) as exc:
+        return "incomplete", f"records unreadable: {exc}"
+    have = set(steps)
+    prefix = sum(1 for s in have if s <= b)
+    wanted = {s for s in planned if s > b}
+    evals = summary.get("evaluations")
+    m = max(prefix + len(wanted), evals if isinstance(evals, int) else 0)
+    n = prefix + len(have & wanted)
+    off = {s for s in have if s > b} - planned
+    if n < m:
+        return "incomplete", f"{n} of {m} records"
+    if len(steps) > len(have):
+        return "corrupt", f"{len(steps) - len(have)} duplicated records"
+    if off:
+        return "corrupt", f"{len(off)} records off the evaluation schedule, e.g. step {min(off)}"
+    return "finished", None
+
+
+def collect(root: Path, spec: SweepSpec,
+            results: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per run: grid point, seed, status (with ``detail`` when it needs one) and
+    time scales.  ``results`` are this sweep's executor results: a run found busy, or
+    failed before its summary could say so, is reported as such.  "finished" needs the
+    summary to say so and every scheduled record present (:func:`check_records`)."""
     rows = []
     for r in spec.runs():
-        s = RunDir(root / r.name).summary()
+        run = RunDir(root / r.name)
+        try:
+            s = run.summary()
+            status, error = s.get("status", "missing"), s.get("error")
+        except LatephaseError as exc:
+            s, status, error = {}, "unreadable", str(exc)
         sc = s.get("timescales") or {}
         fin = s.get("final") or {}
+        detail = error
+        res = (results or {}).get(r.name, {})
+        if res.get("status") == "busy" or (res.get("status") == "failed"
+                                           and status not in FINAL):
+            status, error = res["status"], res.get("error") or error
+            detail = error
+        elif status == "finished":
+            status, detail = check_records(run, s)
         rows.append({"run": r.name, **r.point, "seed": r.seed,
-                     "status": s.get("status", "missing"), "error": s.get("error"),
+                     "status": status, "error": error, "detail": detail,
                      "t_fit": sc.get("t_fit"), "t_grok": sc.get("t_grok"),
                      "t_collapse": sc.get("t_collapse"),
                      "final_test_acc": fin.get("test/acc"),
@@ -525,8 +719,9 @@ def aggregate(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any
     return out
 
 
-def write_summary(root: Path, spec: SweepSpec) -> dict[str, Any]:
-    rows = collect(root, spec)
+def write_summary(root: Path, spec: SweepSpec,
+                  results: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    rows = collect(root, spec, results)
     summary: dict[str, Any] = {"name": spec.name, "runs": rows,
                                "counts": {s: sum(r["status"] == s for r in rows)
                                           for s in sorted({r["status"] for r in rows})}}
@@ -554,6 +749,8 @@ def summary_text(summary: dict[str, Any]) -> str:
         acc = r["final_test_acc"]
         lines.append(f"  {r['run']:28s} {r['status']:9s} {ts}  held-out acc "
                      f"{acc if acc is None else round(acc, 3)}")
+        if r.get("detail"):
+            lines.append(f"  {'':28s} {r['status']} ({r['detail']})")
     for a in summary.get("aggregates", []):
         point = ", ".join(f"{k}={v}" for k, v in a.items() if k not in ("runs", "t_fit",
                                                                          "t_grok", "t_collapse"))
