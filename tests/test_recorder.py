@@ -128,7 +128,8 @@ def test_simultaneous_creation_has_one_winner(tmp_path, small_cfg) -> None:
         outcome: list[str] = []
         barrier = threading.Barrier(2)
 
-        def create(path: Path = path, outcome: list[str] = outcome) -> None:
+        def create(path: Path = path, outcome: list[str] = outcome,
+                   barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             try:
                 rec = RunDir.create(path, small_cfg)
@@ -303,7 +304,7 @@ def test_checkpoints_between_evaluation_points(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(loop_mod.Member, "checkpoint", logged)
     cfg = make_config("demo", overrides=[*SMALL, "train.eval_points=3",
                                          "train.checkpoint_every_s=25"])
-    path = _trained(tmp_path, cfg)
+    _trained(tmp_path, cfg)
     schedule = eval_steps(120, "log", 3)
     between = [s for s in taken if s not in schedule]
     assert len(between) >= 3, (taken, schedule)

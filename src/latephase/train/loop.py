@@ -18,27 +18,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from latephase.config import Config, OptimConfig
+from latephase.config import Config
 from latephase.data import Dataset, build_dataset
+from latephase.errors import RunDirError
 from latephase.measures import PENULTIMATE
 from latephase.measures.probe import estimator_params
 from latephase.models import build_model
-from latephase.errors import RunDirError
 from latephase.runs import RunDir, RunRecorder, Status
 from latephase.timescales import compute_timescales
 from latephase.tracker import Tracker
 from latephase.train.grad import GradFn, make_grad_fn
-from latephase.train.optim import LeanAdamW
 
 # ----------------------------------------------------------------------------- registries
 # (defined in losses.py, optim.py and schedule.py; re-exported here)
-
 from latephase.train.losses import LOSSES, SSE, CrossEntropy  # noqa: E402, F401
-from latephase.train.optim import OPTIMIZERS, _adamw, _sgd  # noqa: E402, F401
+from latephase.train.optim import OPTIMIZERS, LeanAdamW, _adamw, _sgd  # noqa: E402, F401
 from latephase.train.schedule import (  # noqa: E402, F401
     SCHEDULES,
     _log_schedule,
