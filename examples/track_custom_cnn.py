@@ -55,6 +55,7 @@ def main(steps: int = 3000, eval_every: int = 100, out: str = "runs/example-cnn"
         model,
         splits={"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)},
         layers=["body.5"],                                 # also measure the conv features
+        information_layers=["", "body.5"],                 # MI/nHSIC there too (default: "")
         information_n=information_n,
         run_dir=out,
     )

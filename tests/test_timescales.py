@@ -53,3 +53,38 @@ def test_compute_timescales_on_synthetic_run() -> None:
     # a threshold that is never reached gives None, and t_collapse needs t_fit
     out = compute_timescales(recs, TimescaleConfig(fit_threshold=1.0, grok_threshold=0.99))
     assert out["t_grok"] is None and out["t_fit"] == 1000
+
+
+def test_compute_timescales_with_other_split_names() -> None:
+    """Renaming the splits (train -> fit, test -> val) renames the curves and nothing else."""
+    steps = [0, 10, 100, 1000, 10_000]
+    vals = {"acc_tr": [0.1, 0.5, 0.99, 1.0, 1.0], "acc_te": [0.1, 0.2, 0.3, 0.6, 0.9],
+            "rnc1": [0.3, 0.3, 0.4, 0.3, 0.1]}
+
+    def records(train: str, held: str) -> list[dict[str, float]]:
+        return [{"step": s, f"{train}/acc": a, f"{held}/acc": b, f"{train}/rnc1_mean": r}
+                for s, a, b, r in zip(steps, vals["acc_tr"], vals["acc_te"], vals["rnc1"],
+                                      strict=True)]
+
+    cfg = TimescaleConfig()
+    want = compute_timescales(records("train", "test"), cfg)
+    got = compute_timescales(records("fit", "val"), cfg, train_split="fit", heldout_split="val")
+    assert want["t_fit"] == 100 and want["t_grok"] is not None and want["t_collapse"] is not None
+    for key in ("t_fit", "t_grok", "t_collapse", "rnc1_at_fit"):
+        assert got[key] == want[key], key
+    assert got["thresholds"]["fit"]["key"] == "fit/acc"
+    assert got["thresholds"]["grok"]["key"] == "val/acc"
+    assert got["thresholds"]["collapse"]["key"] == "fit/rnc1_mean"  # follows train_split
+    # the default names read nothing of a renamed run (no silent mix-up)
+    blind = compute_timescales(records("fit", "val"), cfg)
+    assert blind["t_fit"] is None and blind["t_grok"] is None
+    # no held-out split: t_grok is None, the others stand
+    alone = compute_timescales(records("fit", "val"), cfg, train_split="fit", heldout_split=None)
+    assert alone["t_grok"] is None and alone["thresholds"]["grok"]["key"] is None
+    assert alone["t_fit"] == want["t_fit"] and alone["t_collapse"] == want["t_collapse"]
+    # an explicit rnc1_key (a full key, as latephase run passes it) is used as given
+    maxed = compute_timescales([{**r, "fit/rnc1_max": r["fit/rnc1_mean"]}
+                                for r in records("fit", "val")], cfg, "fit/rnc1_max",
+                               train_split="fit", heldout_split="val")
+    assert maxed["t_collapse"] == want["t_collapse"]
+    assert maxed["thresholds"]["collapse"]["key"] == "fit/rnc1_max"

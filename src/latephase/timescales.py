@@ -2,6 +2,7 @@
 
 - t_fit: first step at which train accuracy reaches ``fit_threshold`` (default 0.99);
 - t_grok: first step at which held-out accuracy reaches ``grok_threshold`` (default 0.8);
+  the training and held-out splits are named by the caller (default ``train`` / ``test``);
 - t_collapse: first step after t_fit at which train RNC1 falls below
   ``collapse_fraction`` (default 0.5) times its value at t_fit.
 
@@ -67,14 +68,24 @@ def value_at(steps: Sequence[float], values: Sequence[float], t: float) -> float
 
 
 def compute_timescales(records: Sequence[dict[str, Any]], cfg: TimescaleConfig,
-                       rnc1_key: str = "train/rnc1_mean") -> dict[str, Any]:
-    """t_fit, t_grok, t_collapse (None when not reached) and the thresholds used."""
+                       rnc1_key: str | None = None, *, train_split: str = "train",
+                       heldout_split: str | None = "test") -> dict[str, Any]:
+    """t_fit, t_grok, t_collapse (None when not reached) and the thresholds used.
+
+    The curves are ``{train_split}/acc`` (t_fit), ``{heldout_split}/acc`` (t_grok; None
+    without a held-out split) and ``rnc1_key`` (t_collapse; default
+    ``{train_split}/rnc1_mean``).
+    """
+    rnc1_key = f"{train_split}/rnc1_mean" if rnc1_key is None else rnc1_key
+    fit_key = f"{train_split}/acc"
+    grok_key = None if heldout_split is None else f"{heldout_split}/acc"
     recs = sorted(records, key=lambda r: r["step"])
     steps = [r["step"] for r in recs]
     col = {k: [float(r.get(k, math.nan)) for r in recs]
-           for k in ("train/acc", "test/acc", rnc1_key)}
-    t_fit = first_crossing(steps, col["train/acc"], cfg.fit_threshold) if recs else None
-    t_grok = first_crossing(steps, col["test/acc"], cfg.grok_threshold) if recs else None
+           for k in (fit_key, grok_key, rnc1_key) if k is not None}
+    t_fit = first_crossing(steps, col[fit_key], cfg.fit_threshold) if recs else None
+    t_grok = (first_crossing(steps, col[grok_key], cfg.grok_threshold)
+              if recs and grok_key is not None else None)
     rnc1_fit = value_at(steps, col[rnc1_key], t_fit) if t_fit is not None else math.nan
     t_collapse = None
     if t_fit is not None and math.isfinite(rnc1_fit):
@@ -86,8 +97,8 @@ def compute_timescales(records: Sequence[dict[str, Any]], cfg: TimescaleConfig,
         "t_collapse": t_collapse,
         "rnc1_at_fit": rnc1_fit if math.isfinite(rnc1_fit) else None,
         "thresholds": {
-            "fit": {"key": "train/acc", "threshold": cfg.fit_threshold},
-            "grok": {"key": "test/acc", "threshold": cfg.grok_threshold},
+            "fit": {"key": fit_key, "threshold": cfg.fit_threshold},
+            "grok": {"key": grok_key, "threshold": cfg.grok_threshold},
             "collapse": {"key": rnc1_key, "fraction_of_value_at_t_fit": cfg.collapse_fraction},
         },
     }

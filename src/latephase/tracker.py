@@ -1,40 +1,17 @@
 """``latephase.Tracker``: the paper's measures for any PyTorch model and training loop.
 
-    tracker = latephase.Tracker(model, splits={"train": (x_tr, y_tr), "test": test_batches},
-                                run_dir="runs/my-run")
-    for step in range(steps):
-        ...                                   # your own training step
-        if step in eval_steps:
-            tracker.evaluate(step)            # one record, appended to runs/my-run
-    tracker.close()                           # then: latephase report runs/my-run
-
-At each ``evaluate`` the tracker runs ONE forward pass per split (eval mode, no_grad; every
-module's training flag is restored afterwards), reads the representations with forward
-hooks (the hooks exist only during ``evaluate``), and feeds a
-:class:`~latephase.measures.SplitAccumulator`, the same measuring path ``latephase run`` uses.
-
-- ``head``: the classifier layer (an ``nn.Linear``; default: the last ``nn.Linear`` in
-  ``model.named_modules()``).  Logits are the head's output, so models whose ``forward``
-  returns a dict or tuple work unchanged.
-- ``layers``: extra modules (dotted names) whose outputs are measured as representations, each
-  reported as ``{split}/{layer}/{measure}``.  The head's input (the penultimate
-  representation) is always measured, as ``{split}/{measure}``, with the measures that need
-  the head (NC3, NC4, the Theorem 3.2 bound).
-- ``splits``: name -> ``(x, y)`` tensors (chunked by ``batch_size``), a re-iterable of
-  ``(x, y)`` batches (list, DataLoader), or a zero-argument callable returning such an
-  iterable (e.g. a generator function).  Batches are streamed: moments are merged exactly in
-  float64 and only the first ``keep_rows`` rows' features are kept (for NC4 and the
-  information estimators, which use a seeded capped subsample of them).
+See :class:`Tracker` (``help(latephase.Tracker)``): usage, the evaluation schedule, the
+split rules, how rows are chosen and what each measure costs.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -46,16 +23,91 @@ from latephase.measures import (
     LossFn,
     Probe,
     SplitAccumulator,
+    check_margin_pair,
     flatten_record,
     parameter_norms,
 )
+from latephase.measures.collapse import check_labels
 from latephase.measures.information import ESTIMATORS
 from latephase.measures.probe import InfoProbe
-from latephase.runs import RunDir, atomic_write_text, environment
+from latephase.runs import RunDir, RunRecorder
 
 SplitSpec = tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | Callable[[], Iterable[Any]]
 
+# ----------------------------------------------------------------------------- row keys
+class RowKeys:
+    """Content keys: one int64 per input row, equal for equal rows, whatever the batch.
 
+    The row's bytes are read as 32-bit integers v_j in [-2^31, 2^31) (1- and 2-byte dtypes
+    are widened value by value; floats have -0.0 folded onto 0.0).  Over column chunks of at
+    most 2^12 words, two sums
+
+        s_m = sum_j v_j w_mj,   w_mj seeded integers in [1, 2^q),  m = 1, 2,
+
+    are one float64 matrix product; q = 22 - bit_length(chunk width) keeps every partial sum
+    an integer of magnitude < 2^53, so the result is exact whatever the BLAS's summation order
+    or the batch shape (a float projection is not: its last bits change with the batch).  The
+    chunk sums are reduced mod P = 2^31 - 1 and added; each s_m mod P is then mixed by the
+    permutation t -> t^5 mod P (5 is prime to P - 1), and key = h_1 2^31 + h_2.  Sorting by key
+    is a seeded order unrelated to the content, so the ``keep_rows`` smallest keys are a
+    uniform subsample.  Cost: about 1.5 ns per input word (5 ms for 4000 MNIST rows, CPU).
+    """
+
+    PRIME = 2**31 - 1
+    CHUNK = 2**12
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._weights: dict[tuple[int, str], torch.Tensor] = {}
+
+    def _w(self, width: int, device: torch.device) -> torch.Tensor:
+        """Weights [width, 2] (float64 integers), chunk by chunk of CHUNK columns."""
+        key = (width, str(device))
+        if key not in self._weights:
+            gen = torch.Generator().manual_seed(self.seed)
+            parts = []
+            for start in range(0, width, self.CHUNK):
+                n = min(self.CHUNK, width - start)
+                q = 22 - n.bit_length()  # n * 2^31 * 2^q <= 2^53
+                parts.append(torch.randint(1, 2**q, (n, 2), generator=gen, dtype=torch.int64))
+            self._weights[key] = torch.cat(parts).to(torch.float64).to(device)
+        return self._weights[key]
+
+    @classmethod
+    def _mix(cls, t: torch.Tensor) -> torch.Tensor:
+        """t^5 mod P for t in [0, P) (int64; every product < 2^62)."""
+        t2 = t * t % cls.PRIME
+        return t2 * t2 % cls.PRIME * t % cls.PRIME
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Keys [b] (int64) of the rows of ``x`` [b, ...]."""
+        x = x.detach()
+        if x.device.type not in ("cpu", "cuda"):  # e.g. mps: no float64
+            x = x.cpu()
+        flat = x.reshape(len(x), -1)
+        if flat.is_complex():
+            flat = torch.view_as_real(flat).reshape(len(x), -1)
+        if flat.is_floating_point():
+            flat = flat + 0.0  # -0.0 -> 0.0: the same input to the model
+        size = flat.element_size()
+        if size >= 4:
+            words = flat.contiguous().view(torch.int32)  # [b, width]: the bits, exactly
+        elif size == 2:
+            words = flat.contiguous().view(torch.int16).to(torch.int32)
+        else:  # bool, uint8, int8: their values
+            words = flat.to(torch.int32)
+        exact = words.to(torch.float64)
+        w = self._w(words.shape[1], exact.device)
+        total = torch.zeros(len(x), 2, dtype=torch.int64, device=exact.device)
+        for start in range(0, words.shape[1], self.CHUNK):
+            stop = start + self.CHUNK
+            sums = exact[:, start:stop] @ w[start:stop]  # [b, 2]: exact integers
+            total += torch.remainder(sums.to(torch.int64), self.PRIME)
+        h = self._mix(torch.remainder(total, self.PRIME))
+        return h[:, 0] * 2**31 + h[:, 1]
+
+
+# ----------------------------------------------------------------------------- helpers
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy, computed in at least float32 (half precision is upcast)."""
     if logits.dtype not in (torch.float32, torch.float64):
@@ -87,70 +139,247 @@ def _module(modules: Mapping[str, nn.Module], name: str, what: str) -> nn.Module
     return modules[name]
 
 
+def _count(value: object, name: str, minimum: int, none_ok: bool = False) -> int:
+    """An integer argument >= ``minimum``, else a TrackerError (``none_ok``: None allowed,
+    see :func:`_optional_count`)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        valid = f"an integer >= {minimum}" + (" or None" if none_ok else "")
+        raise TrackerError(f"{name} must be {valid}; got {value!r}")
+    return value
+
+
+def _optional_count(value: object, name: str, minimum: int) -> int | None:
+    """None, or an integer argument >= ``minimum``."""
+    return None if value is None else _count(value, name, minimum, none_ok=True)
+
+
+def _is_tensor_split(spec: object) -> TypeGuard[tuple[torch.Tensor, Any]]:
+    return isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], torch.Tensor)
+
+
+def _floating(x: torch.Tensor) -> torch.Tensor:
+    """Inputs/features as float64 when NumPy cannot hold their dtype (bfloat16, half)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float64)
+
+
 class Tracker:
-    """Measure a model's representations at evaluation points (see the module docstring)."""
+    """Measure a model's representations at evaluation points.
+
+        steps = set(latephase.eval_steps(num_steps))   # the paper's schedule (below)
+        tracker = latephase.Tracker(model, splits={"train": (x_tr, y_tr), "test": test_loader},
+                                    run_dir="runs/my-run")
+        for step in range(num_steps + 1):
+            if step in steps:
+                tracker.evaluate(step)            # one record, appended to runs/my-run
+            ...                                   # your own training step
+        tracker.close()                           # then: latephase report runs/my-run
+
+    **Schedule.** ``latephase.eval_steps(num_steps)`` is the paper's: every step below 30, every
+    10th below 150, then every ``num_steps // 150`` steps, and always 0 and ``num_steps`` (about
+    200 points whatever ``num_steps``).  Any steps work; the time scales interpolate between them.
+
+    **One pass.** At each ``evaluate`` the tracker runs ONE forward pass per split (eval mode,
+    no_grad; every module's training flag is restored afterwards), reads the representations with
+    forward hooks (they exist only during ``evaluate``) and feeds a
+    :class:`~latephase.measures.SplitAccumulator`, the same measuring path ``latephase run`` uses.
+    BLAS/OpenMP pools (NumPy, SciPy, scikit-learn) are capped at ``torch.get_num_threads()``
+    threads while it measures.
+
+    - ``head``: the classifier layer (an ``nn.Linear`` with ``num_classes`` outputs; default: the
+      last ``nn.Linear`` in ``model.named_modules()``).  Logits are the head's output, so models
+      whose ``forward`` returns a dict or tuple work unchanged.
+    - ``layers``: extra modules (dotted names) whose outputs are measured as representations, each
+      reported as ``{split}/{layer}/{measure}``.  The head's input (the penultimate
+      representation) is always measured, as ``{split}/{measure}``, with the measures that need
+      the head (NC3, NC4, the Theorem 3.2 bounds, the ``margin_pair`` margins of Figure 2).
+    - ``splits``: name -> ``(x, y)`` tensors (chunked by ``batch_size``), a re-iterable of
+      ``(x, y)`` batches (list, DataLoader; extra fields such as an index are ignored), or a
+      zero-argument callable returning such an iterable (e.g. a generator function).  Labels are
+      1-D class indices in [0, num_classes) (integer-valued floats are accepted).
+    - ``information``: estimator names of :data:`latephase.measures.information.ESTIMATORS`
+      (or name -> parameters), on ``information_n`` seeded, class-stratified rows (None: all
+      kept rows); ``seed`` seeds that subsample and the row keys.
+    - ``margin_pair`` (a, b): record the signed margins of the class-a and class-b rows for the
+      paper's Figure 2 (None: off).  ``keep_rows``: at most this many rows are kept (None: all).
+
+    **Split rules.** ``train_split`` (default ``"train"``) is the training set: its accuracy and
+    RNC1 give t_fit and t_collapse (a run without a split of that name has none).
+    ``heldout_split`` is the population estimate (held-out error, t_grok, the bound figure):
+    default ``"test"`` if present, else the only split other than the training one; with several
+    candidates it must be named.  ``information_splits`` default to ``[heldout_split]`` and
+    ``information_layers`` to the penultimate layer only (``[""]``; None: every measured layer).
+    Split names are free (``"val"``, ``"holdout"``, ...) but may not contain ``/``.
+
+    **Rows.** Batches are streamed: class moments are merged exactly in float64 over every row.
+    NC4 and the information estimators need the rows themselves: up to ``keep_rows`` rows are
+    kept, chosen by a content key of each input row (:class:`RowKeys`: a seeded hash, exact and
+    independent of the batch), as the ``keep_rows`` smallest keys and in key order.  So a shuffled
+    DataLoader, a generator, a list of batches and tensors hand the estimators the same rows in
+    the same order, and (x, z, y) always come from one pass.  At every evaluation the keys of an
+    information split are compared with those its probes were built on; if the split really
+    changed (random augmentation, a source yielding other samples) the probes are rebuilt from
+    this pass, with a one-time warning, instead of pairing unrelated rows.
+
+    **Cost** (ms per ``evaluate``, one thread; the paper's MLP 784-200-200-200-10 on 1000 + 4000
+    embedded MNIST rows, information on the 4000 held-out rows with ``information_n=1000``;
+    ``python benchmarks/tracker_cost.py``, best of 7 on a shared 2-core machine, +-50 %):
+
+        collapse measures, both splits (information=())     ~70-95
+        each estimator, extra:  nhsic ~140-260   kl_knn ~140-260   ksg ~210
+                                cmi_ksg ~165-200  noise_channel ~50-160  binning ~80-110
+        its first evaluate also builds the fixed X side:   +100-550
+        default (nhsic + kl_knn), whole evaluate           ~520
+        content keys of the 4000 held-out rows              ~8  (about 2 % of the default)
+
+    So the information estimators dominate: keep them to the penultimate layer (the default) and
+    to one split, or pass ``information=()`` for the collapse measures alone.
+    """
 
     def __init__(self, model: nn.Module, splits: Mapping[str, SplitSpec], *,
                  layers: Sequence[str] = (), head: str | None = None,
                  num_classes: int | None = None, loss_fn: LossFn | None = None,
+                 train_split: str = "train", heldout_split: str | None = None,
                  information: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("nhsic",
                                                                                   "kl_knn"),
-                 information_splits: Sequence[str] = ("test",),
-                 information_layers: Sequence[str] | None = None,
+                 information_splits: Sequence[str] | None = None,
+                 information_layers: Sequence[str] | None = (PENULTIMATE,),
                  information_n: int | None = 1000, seed: int = 0, batch_size: int = 5000,
-                 keep_rows: int = 100_000, run_dir: str | Path | RunDir | None = None) -> None:
+                 keep_rows: int | None = 100_000,
+                 margin_pair: tuple[int, int] | None = (0, 1),
+                 run_dir: str | Path | RunDir | None = None) -> None:
         self.model = model
         self.head_name, self.head = _find_head(model, head)
         modules = dict(model.named_modules())
         for name in layers:
             _module(modules, name, "layer")
         self.layers = [PENULTIMATE, *dict.fromkeys(n for n in layers if n != PENULTIMATE)]
-        self.num_classes = int(num_classes or self.head.out_features)
+        out = self.head.out_features
+        self.num_classes = out if num_classes is None else _count(num_classes, "num_classes", 1)
+        if self.num_classes != out:
+            raise TrackerError(f"num_classes={num_classes!r} does not match the head "
+                               f"{self.head_name!r} ({out} outputs); the head must have one "
+                               "output per class (pass head=<the classifier layer>)")
         self.loss_fn = loss_fn if loss_fn is not None else _cross_entropy
-        if not splits:
-            raise TrackerError("splits is empty; pass e.g. splits={'train': (x, y)}")
-        self.splits = dict(splits)
+        self.batch_size = _count(batch_size, "batch_size", 1)
+        self.keep_rows = _optional_count(keep_rows, "keep_rows", 1)
+        self.information_n = _optional_count(information_n, "information_n", 2)
+        self.seed = seed
+        self.splits = self._check_splits(splits)
+        self.train_split: str | None = self._train_split(train_split)
+        self.heldout_split: str | None = self._heldout_split(heldout_split)
         self.information = information
-        self.information_splits = [s for s in information_splits if s in self.splits]
-        self.information_layers = list(self.layers if information_layers is None
-                                       else information_layers)
-        missing = [n for n in self.information_layers if n not in self.layers]
-        if missing:
-            raise TrackerError(f"information_layers {missing[0]!r} is not measured; add it to "
-                               f"layers (measured: {self.layers[1:] or 'only the head input'})")
+        self.information_splits = self._names(
+            information_splits, "information_splits", list(self.splits),
+            [] if self.heldout_split is None else [self.heldout_split])
+        self.information_layers = self._names(
+            information_layers, "information_layers", self.layers, self.layers,
+            hint=f"add it to layers (measured: {self.layers[1:] or 'only the head input'})")
         names = information if isinstance(information, Mapping) else list(information)
         unknown = [n for n in names if n not in ESTIMATORS]
         if unknown:
             raise TrackerError(f"information: unknown estimator {unknown[0]!r}; valid choices: "
                                f"{', '.join(sorted(ESTIMATORS))}")
-        self.information_n, self.seed = information_n, seed
-        self.batch_size, self.keep_rows = batch_size, keep_rows
+        self.margin_pair = self._margin_pair(margin_pair)
+        self.keys = RowKeys(seed)
         self.probes: dict[tuple[str, str], InfoProbe] = {}
+        self._probe_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # keys, labels
+        self._rebuilt: set[str] = set()  # splits whose probes were rebuilt (warned once)
+        self._rows_seen: dict[str, int] = {}  # rows of each split's last pass
         self._store: dict[str, torch.Tensor] = {}  # filled by the hooks during one forward
         self.run = self._open_run(run_dir)
         self.records: list[dict[str, Any]] = []
 
+    # ------------------------------------------------------------------ arguments
+    def _check_splits(self, splits: Mapping[str, SplitSpec]) -> dict[str, SplitSpec]:
+        if not isinstance(splits, Mapping) or not splits:
+            raise TrackerError(f"splits must be a non-empty mapping name -> data; got "
+                               f"{splits!r:.60}; pass e.g. splits={{'train': (x, y)}}")
+        for name, spec in splits.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise TrackerError(f"split name {name!r} is not valid: use a non-empty string "
+                                   "without '/' (record keys are '<split>/<measure>')")
+            if _is_tensor_split(spec):
+                x, y = spec
+                y = self._labels(y, name)
+                if len(x) != len(y):
+                    raise TrackerError(f"split {name!r}: x has {len(x)} rows but y has "
+                                       f"{len(y)}; one label per input row is required")
+        return dict(splits)
+
+    def _train_split(self, name: str) -> str | None:
+        if name in self.splits:
+            return name
+        if name == "train":  # the default, and no split of that name: no training split
+            return None
+        raise TrackerError(f"train_split {name!r} is not a split; valid choices: "
+                           f"{', '.join(map(repr, self.splits))}")
+
+    def _heldout_split(self, name: str | None) -> str | None:
+        if name is not None:
+            others = [s for s in self.splits if s != self.train_split]
+            if name not in others:
+                raise TrackerError(f"heldout_split {name!r} is not a split other than the "
+                                   f"training one; valid choices: {', '.join(map(repr, others))}")
+            return name
+        if "test" in self.splits and self.train_split != "test":
+            return "test"
+        others = [s for s in self.splits if s != self.train_split]
+        if len(others) <= 1:
+            return others[0] if others else None
+        raise TrackerError(f"which split is held out? splits {others} are all candidates: "
+                           "pass heldout_split=<name> (used for the held-out error, t_grok and "
+                           "the information measures)")
+
+    @staticmethod
+    def _names(value: Sequence[str] | None, what: str, valid: list[str], default: list[str],
+               hint: str = "") -> list[str]:
+        if value is None:
+            return list(default)
+        if isinstance(value, str):
+            raise TrackerError(f"{what} must be a list of names, not the string {value!r}")
+        names = list(dict.fromkeys(value))
+        bad = [n for n in names if n not in valid]
+        if bad:
+            raise TrackerError(f"{what}: {bad[0]!r} is not measured; valid choices: "
+                               f"{', '.join(map(repr, valid))}" + (f"; {hint}" if hint else ""))
+        return names
+
+    def _margin_pair(self, pair: object) -> tuple[int, int] | None:
+        try:
+            return check_margin_pair(pair, self.num_classes)
+        except ValueError as exc:
+            raise TrackerError(str(exc)) from None
+
+    def _labels(self, y: Any, name: str, n: int | None = None) -> torch.Tensor:
+        try:
+            return check_labels(y, self.num_classes, n, f"split {name!r}: labels")
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise TrackerError(str(exc).splitlines()[0]) from None
+
     # ------------------------------------------------------------------ run directory
-    def _open_run(self, run_dir: str | Path | RunDir | None) -> RunDir | None:
-        if run_dir is None or isinstance(run_dir, RunDir):
-            return run_dir
+    def _open_run(self, run_dir: str | Path | RunDir | None) -> RunRecorder | None:
+        if run_dir is None:
+            return None
+        if isinstance(run_dir, RunDir):
+            return RunRecorder.take(run_dir)
         run = RunDir(run_dir)
         if run.config_path.exists():
             raise TrackerError(f"run directory {str(run.path)!r} already holds a run; "
                                "choose a new run_dir")
-        run.path.mkdir(parents=True, exist_ok=True)
-        info = {"config": None, "environment": environment(),
+        info = {"config": None,
                 "tracker": {"model": type(self.model).__name__, "head": self.head_name,
                             "layers": self.layers[1:], "splits": list(self.splits),
-                            "num_classes": self.num_classes}}
-        atomic_write_text(run.config_path, json.dumps(info, indent=2) + "\n")
-        run.write_summary({"status": "running", "step": None})
-        return run
+                            "num_classes": self.num_classes, "train_split": self.train_split,
+                            "heldout_split": self.heldout_split,
+                            "information_splits": self.information_splits,
+                            "margin_pair": (None if self.margin_pair is None
+                                            else list(self.margin_pair))}}
+        return RunDir.create(run.path, None, info)
 
     # ------------------------------------------------------------------ batches
-    def _batches(self, name: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, name: str) -> Iterator[tuple[Any, Any]]:
         spec = self.splits[name]
-        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], torch.Tensor):
+        if _is_tensor_split(spec):
             x, y = spec
             for start in range(0, len(x), self.batch_size):
                 yield x[start:start + self.batch_size], y[start:start + self.batch_size]
@@ -162,15 +391,35 @@ class Tracker:
                                    f"{type(batch).__name__}")
             yield batch[0], batch[1]
 
-    def _to_model(self, x: torch.Tensor, y: torch.Tensor,
-                  name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _to_model(self, x: Any, y: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(x, torch.Tensor):
+            raise TrackerError(f"split {name!r}: inputs must be tensors, got "
+                               f"{type(x).__name__}")
+        if not isinstance(y, torch.Tensor):
+            try:
+                y = torch.as_tensor(y)
+            except (TypeError, ValueError, RuntimeError):
+                raise TrackerError(f"split {name!r}: labels must be a tensor of class indices; "
+                                   f"got {type(y).__name__}") from None
+        rows = len(x) if x.ndim else 0
+        if y.ndim == 1 and rows != len(y):
+            raise TrackerError(f"split {name!r}: a batch has {rows} input rows but {len(y)} "
+                               "labels; one label per input row is required")
+        y = self._labels(y, name, rows)
         p = next(self.model.parameters())
         x = x.to(p.device, p.dtype) if x.is_floating_point() else x.to(p.device)
-        y = torch.as_tensor(y).to(p.device).long()
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise TrackerError(f"split {name!r}: labels must be in [0, {self.num_classes}), "
-                               f"found {int(y.min())}..{int(y.max())}")
-        return x, y
+        return x, y.to(p.device)
+
+    def _keyed(self, name: str, info: bool) -> bool:
+        """Whether the rows of ``name`` are chosen by key: information splits, and splits
+        that may exceed ``keep_rows`` (unknown size: the first pass of an iterable)."""
+        if info:
+            return True
+        if self.keep_rows is None:
+            return False
+        spec = self.splits[name]
+        size = len(spec[0]) if _is_tensor_split(spec) else self._rows_seen.get(name)
+        return size is None or size > self.keep_rows
 
     # ------------------------------------------------------------------ measuring
     def _hooks(self) -> list[Any]:
@@ -190,11 +439,35 @@ class Tracker:
             handles.append(modules[name].register_forward_hook(hook))
         return handles
 
-    def _measure_split(self, name: str) -> dict[str, float]:
-        build = self.information and name in self.information_splits and not any(
-            key[0] == name for key in self.probes)
+    def _probes(self, name: str, acc: SplitAccumulator) -> dict[str, Probe]:
+        """The split's probes, (re)built when its kept rows are not those they hold."""
+        keys, (xs, ys) = acc.row_keys(), acc.inputs()
+        held = self._probe_rows.get(name)
+        if held is None or not (torch.equal(held[0], keys) and torch.equal(held[1], ys)):
+            if held is not None and name not in self._rebuilt:
+                self._rebuilt.add(name)
+                warnings.warn(f"split {name!r} gave other rows than when its information "
+                              "probes were built (random augmentation, or a source yielding "
+                              "other samples?); they are rebuilt from this pass, so the "
+                              "information curves follow the sample as well as the model "
+                              "(said once)", RuntimeWarning, stacklevel=4)
+            for layer in self.information_layers:
+                self.probes[(name, layer)] = InfoProbe(
+                    _floating(xs), ys, self.num_classes, self.information,
+                    n=self.information_n, seed=self.seed)
+            self._probe_rows[name] = (keys, ys)
+
+        def feed(probe: InfoProbe) -> Probe:
+            return lambda feats: probe(_floating(feats))
+
+        return {layer: feed(self.probes[(name, layer)]) for layer in self.information_layers}
+
+    def _measure_split(self, name: str) -> dict[str, Any]:
+        info = bool(self.information) and name in self.information_splits
+        keyed = self._keyed(name, info)
         acc = SplitAccumulator(self.num_classes, self.loss_fn, self.layers,
-                               keep_rows=self.keep_rows, keep_inputs=bool(build))
+                               keep_rows=self.keep_rows, keep_inputs=info,
+                               margin_pair=self.margin_pair)
         store = self._store
         for x, y in self._batches(name):
             x, y = self._to_model(x, y, name)
@@ -202,29 +475,25 @@ class Tracker:
             self.model(x)
             if "__logits__" not in store:
                 raise TrackerError(f"the head {self.head_name!r} was not called in forward")
-            acc.update(store["__logits__"], store, y, x)
+            acc.update(store["__logits__"], store, y, x, keys=self.keys(x) if keyed else None)
         if acc.n == 0:
             raise TrackerError(f"split {name!r} yielded no batches; a generator is used up "
                                "after one pass: pass a zero-argument callable returning a "
                                "fresh iterable (e.g. lambda: iter(loader))")
-        if build:
-            xs, ys = acc.inputs()
-            for layer in self.information_layers:
-                self.probes[(name, layer)] = InfoProbe(
-                    xs, ys, self.num_classes, self.information, n=self.information_n,
-                    seed=self.seed)
-        probes: dict[str, Probe] = {layer: probe for (split, layer), probe in self.probes.items()
-                                    if split == name}
+        self._rows_seen[name] = acc.n
+        probes = self._probes(name, acc) if info else {}
         return flatten_record(name, acc.compute(self.head, probes))
 
-    def measure(self) -> dict[str, float]:
+    def measure(self) -> dict[str, Any]:
         """One record (without ``step``): every split, every layer, parameter norms."""
+        from threadpoolctl import threadpool_limits
+
         flags = {m: m.training for m in self.model.modules()}
         self.model.eval()
         handles = self._hooks()
         try:
-            record: dict[str, float] = {}
-            with torch.no_grad():
+            record: dict[str, Any] = {}
+            with torch.no_grad(), threadpool_limits(limits=torch.get_num_threads()):
                 for name in self.splits:
                     record.update(self._measure_split(name))
             record.update(parameter_norms(self.model, self.head))
@@ -250,8 +519,10 @@ class Tracker:
         from latephase.timescales import compute_timescales
 
         assert self.run is not None
-        scales = (compute_timescales(self.records, TimescaleConfig())
-                  if "train" in self.splits and "test" in self.splits else {})
+        scales = (compute_timescales(self.records, TimescaleConfig(),
+                                     train_split=self.train_split,
+                                     heldout_split=self.heldout_split)
+                  if self.train_split is not None else {})
         self.run.write_summary({"status": status, "step": self.records[-1]["step"],
                                 "timescales": scales, "final": self.records[-1],
                                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
