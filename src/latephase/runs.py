@@ -352,7 +352,10 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         try:
             return torch.load(src, weights_only=True, map_location=map_location)
         except Exception as exc:  # pickle.UnpicklingError, RuntimeError (zip), EOFError...
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            # torch's message starts by offering an unsafe load: name what was refused instead
+            why = [ln for ln in lines if "Unsupported" in ln or "GLOBAL" in ln]
+            msg = (why or lines or [type(exc).__name__])[0]
             raise ResumeError(f"{path}: not a loadable latephase checkpoint (loaded with "
                               f"weights_only=True; {msg[:160]})") from None
 

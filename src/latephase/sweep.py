@@ -44,7 +44,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from latephase.config import Config, load_toml, make_config, tomllib
+from latephase.build import make_config
+from latephase.config import Config, load_toml, tomllib
 from latephase.errors import (
     ConfigError,
     LatephaseError,
