@@ -370,3 +370,34 @@ def test_injected_kill_then_resume_is_exact(tmp_path, fault) -> None:
     assert ((tmp_path / "k" / "metrics.jsonl").read_bytes()
             == (tmp_path / "ref" / "metrics.jsonl").read_bytes())
     assert RunDir(tmp_path / "k").summary()["status"] == "finished"
+
+
+# ----------------------------------------------------------------------------- the Tracker
+
+
+def test_tracker_writes_through_the_recorder(tmp_path) -> None:
+    """A Tracker's run directory is locked while it is open, its steps must increase, and
+    its final summary (time scales computed once) is written by the recorder."""
+    import latephase
+    from latephase.errors import TrackerError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(60, 4), torch.arange(60) % 3
+    splits = {"train": (x[:30], y[:30]), "test": (x[30:], y[30:])}
+    tracker = latephase.Tracker(model, splits, information=[], run_dir=tmp_path / "t")
+    tracker.evaluate(0)
+    tracker.evaluate(5)
+    with pytest.raises(TrackerError, match="steps must increase"):
+        tracker.evaluate(5)
+    with pytest.raises(RunDirBusy):
+        RunRecorder.take(tmp_path / "t")
+    assert RunDir(tmp_path / "t").summary()["status"] == "running"
+    tracker.close()
+    tracker.close()  # idempotent
+    summary = RunDir(tmp_path / "t").summary()
+    assert summary["status"] == "finished" and summary["evaluations"] == 2
+    assert "t_fit" in summary["timescales"]
+    assert [r["step"] for r in RunDir(tmp_path / "t").records()] == [0, 5]
+    with pytest.raises(TrackerError, match="already holds a run"):
+        latephase.Tracker(model, splits, information=[], run_dir=tmp_path / "t")

@@ -30,7 +30,7 @@ from latephase.measures import (
 from latephase.measures.collapse import check_labels
 from latephase.measures.information import ESTIMATORS
 from latephase.measures.probe import InfoProbe
-from latephase.runs import RunDir, RunRecorder
+from latephase.runs import RunDir, RunRecorder, Status
 
 SplitSpec = tuple[torch.Tensor, torch.Tensor] | Iterable[Any] | Callable[[], Iterable[Any]]
 
@@ -286,6 +286,7 @@ class Tracker:
         self._rebuilt: set[str] = set()  # splits whose probes were rebuilt (warned once)
         self._rows_seen: dict[str, int] = {}  # rows of each split's last pass
         self._store: dict[str, torch.Tensor] = {}  # filled by the hooks during one forward
+        self._closed = False
         self.run = self._open_run(run_dir)
         self.records: list[dict[str, Any]] = []
 
@@ -506,38 +507,43 @@ class Tracker:
                 m.training = flag
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        """Measure at ``step``; returns the record and appends it to ``run_dir`` if given."""
-        record: dict[str, Any] = {"step": int(step), **self.measure()}
+        """Measure at ``step``; returns the record and appends it to ``run_dir`` if given.
+        Steps must increase from one call to the next."""
+        step = int(step)
+        if self.records and step <= self.records[-1]["step"]:
+            raise TrackerError(f"evaluate(step={step}): steps must increase; the last "
+                               f"evaluation was at step {self.records[-1]['step']}")
+        record: dict[str, Any] = {"step": step, **self.measure()}
         self.records.append(record)
-        if self.run is not None:
+        if self.run is not None and not self._closed:
             self.run.append(record)
-            self._write_summary("running")
+            self.run.write_summary({"status": Status.RUNNING, "step": step,
+                                    "evaluations": len(self.records),
+                                    "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
         return record
 
-    def _write_summary(self, status: str) -> None:
+    def _timescales(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         from latephase.config import TimescaleConfig
         from latephase.timescales import compute_timescales
 
-        assert self.run is not None
-        scales = (compute_timescales(self.records, TimescaleConfig(),
-                                     train_split=self.train_split,
-                                     heldout_split=self.heldout_split)
-                  if self.train_split is not None else {})
-        self.run.write_summary({"status": status, "step": self.records[-1]["step"],
-                                "timescales": scales, "final": self.records[-1],
-                                "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        if self.train_split is None:
+            return {}
+        return compute_timescales(records, TimescaleConfig(), train_split=self.train_split,
+                                  heldout_split=self.heldout_split)
 
-    def close(self, status: str = "finished") -> None:
-        """Mark the run directory finished (or ``status``) and close its metrics file."""
-        if self.run is not None:
-            if self.records:
-                self._write_summary(status)
-            else:
-                self.run.write_summary({"status": status, "step": None})
-            self.run.close()
+    def close(self, status: str | Status = Status.FINISHED) -> None:
+        """Write the final summary (``status``, time scales computed once from the records)
+        and release the run directory.  Calling it again does nothing."""
+        if self.run is not None and not self._closed:
+            try:
+                self.run.finish(Status(status), timescales=self._timescales,
+                                updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            finally:
+                self.run.close()
+                self._closed = True
 
     def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type: Any, *exc: object) -> None:
-        self.close("finished" if exc_type is None else "failed")
+        self.close(Status.FINISHED if exc_type is None else Status.FAILED)
