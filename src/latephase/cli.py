@@ -75,7 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir, summary = api.run(cfg, args.out, args.name, progress=not args.no_progress,
                                    figures=not args.no_figures)
     _print_outcome(str(run_dir.path), summary, run_dir.records())
-    return 0 if summary["status"] == "finished" else 1
+    from latephase.runs import Status
+
+    return 0 if summary["status"] == Status.FINISHED else 1
 
 
 #: what ``latephase run`` trains without --preset or --config: the paper's main setting

@@ -54,7 +54,15 @@ from latephase.errors import (
     RunDirError,
     unknown_choice,
 )
-from latephase.runs import RunDir, RunRecorder, atomic_write_text, child_path, mark_failed
+from latephase.keys import record_key
+from latephase.runs import (
+    RunDir,
+    RunRecorder,
+    Status,
+    atomic_write_text,
+    child_path,
+    mark_failed,
+)
 
 SPEC_KEYS = {"name", "preset", "config", "seeds", "overrides", "grid", "when"}
 
@@ -205,7 +213,7 @@ def load_spec(path: str | Path | None = None, preset: str | None = None) -> Swee
 
 
 BUSY = "another process writes it"
-FINAL = ("finished", "diverged")  # a re-run never retries these
+FINAL = (Status.FINISHED.value, Status.DIVERGED.value)  # a re-run never retries these
 
 
 def _busy(path: str | Path) -> dict[str, Any]:
@@ -339,7 +347,7 @@ def _record_failure(path: str, error: str) -> dict[str, Any]:
     if summary.get("status") in FINAL:
         return {"run": name, "status": summary["status"], "error": summary.get("error", error),
                 "skipped": False}
-    return {"run": name, "status": "failed", "error": error, "skipped": False}
+    return {"run": name, "status": Status.FAILED.value, "error": error, "skipped": False}
 
 
 def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
@@ -604,7 +612,7 @@ def check_records(run: RunDir, summary: Mapping[str, Any]) -> tuple[str, str | N
         return "corrupt", f"{len(steps) - len(have)} duplicated records"
     if off:
         return "corrupt", f"{len(off)} records off the evaluation schedule, e.g. step {min(off)}"
-    return "finished", None
+    return Status.FINISHED.value, None
 
 
 def collect(root: Path, spec: SweepSpec,
@@ -625,18 +633,18 @@ def collect(root: Path, spec: SweepSpec,
         fin = s.get("final") or {}
         detail = error
         res = (results or {}).get(r.name, {})
-        if res.get("status") == "busy" or (res.get("status") == "failed"
+        if res.get("status") == "busy" or (res.get("status") == Status.FAILED
                                            and status not in FINAL):
             status, error = res["status"], res.get("error") or error
             detail = error
-        elif status == "finished":
+        elif status == Status.FINISHED:
             status, detail = check_records(run, s)
         rows.append({"run": r.name, **r.point, "seed": r.seed,
                      "status": status, "error": error, "detail": detail,
                      "t_fit": sc.get("t_fit"), "t_grok": sc.get("t_grok"),
                      "t_collapse": sc.get("t_collapse"),
-                     "final_test_acc": fin.get("test/acc"),
-                     "final_train_acc": fin.get("train/acc")})
+                     "final_test_acc": fin.get(record_key("test", "acc")),
+                     "final_train_acc": fin.get(record_key("train", "acc"))})
     return rows
 
 
@@ -673,7 +681,7 @@ def loglog_fit(xs: Sequence[float], ys: Sequence[float],
 
 def predictions(rows: list[dict[str, Any]], key: str = "optim.weight_decay") -> list[dict]:
     """The predictions of Theorem 4.3 (science.md section 4), each with what the data say."""
-    ok = [r for r in rows if r["status"] == "finished" and key in r]
+    ok = [r for r in rows if r["status"] == Status.FINISHED and key in r]
     fits = {t: loglog_fit([r[key] for r in ok if r[t]], [r[t] for r in ok if r[t]])
             for t in ("t_fit", "t_grok", "t_collapse")}
     out = []
@@ -710,7 +718,7 @@ def aggregate(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any
     points = sorted({tuple(r[k] for k in keys) for r in rows}, key=str)
     for point in points:
         group = [r for r in rows if tuple(r[k] for k in keys) == point
-                 and r["status"] == "finished"]
+                 and r["status"] == Status.FINISHED]
         entry: dict[str, Any] = {**dict(zip(keys, point, strict=True)), "runs": len(group)}
         for t in ("t_fit", "t_grok", "t_collapse"):
             vals = [r[t] for r in group if r[t]]

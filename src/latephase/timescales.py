@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from latephase.config import TimescaleConfig
+from latephase.keys import record_key
 
 
 def _interp_step(s0: float, s1: float, frac: float) -> float:
@@ -76,9 +77,9 @@ def compute_timescales(records: Sequence[dict[str, Any]], cfg: TimescaleConfig,
     without a held-out split) and ``rnc1_key`` (t_collapse; default
     ``{train_split}/rnc1_mean``).
     """
-    rnc1_key = f"{train_split}/rnc1_mean" if rnc1_key is None else rnc1_key
-    fit_key = f"{train_split}/acc"
-    grok_key = None if heldout_split is None else f"{heldout_split}/acc"
+    rnc1_key = record_key(train_split, "rnc1_mean") if rnc1_key is None else rnc1_key
+    fit_key = record_key(train_split, "acc")
+    grok_key = None if heldout_split is None else record_key(heldout_split, "acc")
     recs = sorted(records, key=lambda r: r["step"])
     steps = [r["step"] for r in recs]
     col = {k: [float(r.get(k, math.nan)) for r in recs]

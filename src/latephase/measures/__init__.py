@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from latephase.keys import record_key
 from latephase.measures.bounds import MarginMoments, theorem32_bound
 from latephase.measures.collapse import (
     ClassMoments,
@@ -246,8 +247,7 @@ def flatten_record(split: str, per_layer: Mapping[str, Mapping[str, Value]]) -> 
     """
     rec: dict[str, Any] = {}
     for layer, vals in per_layer.items():
-        prefix = f"{split}/" if layer == PENULTIMATE else f"{split}/{layer}/"
-        rec.update({prefix + k: v for k, v in vals.items()})
+        rec.update({record_key(split, k, layer): v for k, v in vals.items()})
     return rec
 
 

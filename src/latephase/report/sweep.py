@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latephase.report.common import Splits, col, find_splits
-from latephase.runs import load_metrics
+from latephase.runs import Status, load_metrics
 
 KEY = "optim.weight_decay"
 
@@ -94,7 +94,7 @@ def timescale_plot(rows: list[dict[str, Any]], predictions: list[dict[str, Any]]
     fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     for key, color, marker in (("t_fit", "tab:gray", "s"), ("t_grok", "tab:green", "o"),
                                ("t_collapse", "tab:purple", "D")):
-        pts = [(r[KEY], r[key]) for r in rows if r.get(key) and r["status"] == "finished"]
+        pts = [(r[KEY], r[key]) for r in rows if r.get(key) and r["status"] == Status.FINISHED]
         if not pts:
             continue
         xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])

@@ -24,6 +24,7 @@ from torch import nn
 from latephase.config import Config
 from latephase.data import Dataset, build_dataset
 from latephase.errors import RunDirError
+from latephase.keys import record_key
 from latephase.measures import PENULTIMATE
 from latephase.measures.probe import estimator_params
 from latephase.models import build_model
@@ -124,8 +125,9 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
 
 
 def _postfix(rec: dict[str, Any], rnc1_key: str) -> str:
-    return (f"train {rec.get('train/acc', math.nan):.3f} | test "
-            f"{rec.get('test/acc', math.nan):.3f} | RNC1 {rec.get(rnc1_key, math.nan):.3g}")
+    train, test = rec.get(record_key("train", "acc"), math.nan), rec.get(
+        record_key("test", "acc"), math.nan)
+    return f"train {train:.3f} | test {test:.3f} | RNC1 {rec.get(rnc1_key, math.nan):.3g}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,7 +186,7 @@ class Member:
         self.loss_fn = LOSSES[cfg.train.loss](K)
         self.sampler = EpochSampler(len(data.y_train), cfg.train.batch_size, cfg.seed + 1_000_003,
                                     device=device)
-        self.rnc1_key = f"train/rnc1_{cfg.measures.rnc1_scale}"
+        self.rnc1_key = record_key("train", f"rnc1_{cfg.measures.rnc1_scale}")
         m = cfg.measures
         splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
         self.tracker = Tracker(self.model, splits, head="head", num_classes=K,
