@@ -72,8 +72,8 @@ def test_preset_smoke(tmp_path, preset: str) -> None:
     assert all(isinstance(v, int | float) for v in rec.values()), rec
     bad = {k: v for k, v in rec.items() if not math.isfinite(v)}
     assert not bad, bad  # every measure, NC2 included
-    assert {"train/rnc1_mean", "test/bound", "test/nhsic/redundancy",
-            "test/kl_knn/redundancy"} <= set(rec)
+    assert {"train/rnc1_mean", "test/bound", "test/nhsic/redundancy", "test/cmi_ksg/redundancy",
+            *(f"test/{e}/redundancy" for e in cfg.measures.information)} <= set(rec)
     assert 0.0 <= rec["test/acc"] <= 1.0 and np.isfinite(rec["test/loss"])
     data = build_dataset(cfg.data)
     model = build_model(cfg.model, data.input_shape, data.num_classes, data.meta)

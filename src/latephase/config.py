@@ -198,8 +198,8 @@ class MeasureConfig:
         metadata=_rng(choices=("mean", "max"), doc="RNC1 proxy used for t_collapse and the bar"),
     )
     information: tuple[str, ...] = field(
-        default=("nhsic", "kl_knn"),
-        metadata=_rng(choices=("nhsic", "kl_knn", "ksg", "noise_channel", "binning"),
+        default=("nhsic", "cmi_ksg"),
+        metadata=_rng(choices=("nhsic", "kl_knn", "ksg", "cmi_ksg", "noise_channel", "binning"),
                       doc="information estimators computed at every evaluation point"),
     )
     information_splits: tuple[str, ...] = field(
@@ -213,7 +213,7 @@ class MeasureConfig:
     )
     nhsic_bandwidth: str = field(default="paper", metadata=_rng(choices=("paper", "median")))
     nhsic_sigma: float = field(default=5.0, metadata=_rng(0.0, lo_open=True))
-    knn_k: int = field(default=3, metadata=_rng(1, doc="neighbours of kl_knn and ksg"))
+    knn_k: int = field(default=3, metadata=_rng(1, doc="neighbours of kl_knn, ksg, cmi_ksg"))
     knn_dim: int = field(default=3, metadata=_rng(1, doc="PCA dims of Z and of X for k-NN"))
     knn_se_groups: int = field(default=10, metadata=_rng(0, doc="jackknife groups (0: no SE)"))
     noise_sigma: float = field(

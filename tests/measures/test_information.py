@@ -502,11 +502,12 @@ def test_torch_and_numpy_inputs_agree() -> None:
 
 
 def test_registry_and_call_form() -> None:
-    assert set(ESTIMATORS) == {"kl_knn", "ksg", "nhsic", "noise_channel", "binning"}
+    assert set(ESTIMATORS) == {"kl_knn", "ksg", "cmi_ksg", "nhsic", "noise_channel", "binning"}
     x, z, y = dependent_data(300, seed=6)
     expected = {
         "kl_knn": {"izx", "izy", "redundancy", "izx_null", "izy_null"},
         "ksg": {"izx"},
+        "cmi_ksg": {"izx", "izy", "redundancy", "izx_null", "izy_null", "redundancy_null"},
         "nhsic": {"nhsic_zx", "nhsic_zy", "redundancy", "nhsic_zx_null", "nhsic_zy_null"},
         "noise_channel": {"logdet_bound", "trace_bound", "v"},
         "binning": {"izx", "izy", "redundancy"},

@@ -12,23 +12,20 @@ estimators on the same subsample (tested).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from latephase.errors import ConfigError, unknown_choice
 from latephase.measures import information as info
 
-Computer = Callable[[np.ndarray], info.InfoResult]
+Computer = Callable[[Any], info.InfoResult]
 
-
-def _np(a: Any) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+#: keywords the probe sets itself (from its own arguments) and users may not pass
+PROBE_OWNED = ("n", "seed", "num_classes", "x_whitened")
 
 
 def stratified_subsample(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -52,16 +49,35 @@ def stratified_subsample(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def _user_params(name: str) -> list[str]:
+    """The parameters of ``name`` a user may set through the probe."""
+    return sorted(set(info.PARAMS[name]) - set(PROBE_OWNED))
+
+
+def _defaults(name: str) -> dict[str, Any]:
+    """Keyword defaults of an estimator's pure function (one source of truth)."""
+    fns: dict[str, Callable[..., info.InfoResult]] = {
+        "nhsic": info.nhsic, "kl_knn": info.kl_knn, "ksg": info.ksg, "cmi_ksg": info.cmi_ksg}
+    fn = fns[name]
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 class InfoProbe:
     """``probe(z_split) -> {estimator/key: value}`` for the rows ``probe.idx`` of a split.
 
-    ``x`` [N, ...] and ``y`` [N] are the split's inputs and labels; ``estimators`` maps a name
-    of :data:`~latephase.measures.information.ESTIMATORS` to its keyword parameters (seed and
-    sample size are set here, not there).
+    ``x`` [N, ...] and ``y`` [N] are the split's inputs and labels (aligned rows; torch or
+    numpy; floating types of any precision, bfloat16 included, are upcast to float64; labels
+    must be integers in [0, num_classes)); ``estimators`` maps a name of
+    :data:`~latephase.measures.information.ESTIMATORS` to its keyword parameters, checked
+    here by :func:`~latephase.measures.information.check_params` (``n``, ``seed`` and
+    ``num_classes`` are the probe's own and may not be given there).  ``n``: the subsample
+    size, None (every row) or an int >= 2.
     """
 
     def __init__(self, x: Any, y: Any, num_classes: int,
-                 estimators: Mapping[str, Mapping[str, Any]] | Sequence[str] = ("nhsic", "kl_knn"),
+                 estimators: Mapping[str, Mapping[str, Any]] | Sequence[str] = ("nhsic",
+                                                                                "cmi_ksg"),
                  *, n: int | None = 1000, seed: int = 0) -> None:
         if not isinstance(estimators, Mapping):
             estimators = {name: {} for name in estimators}
@@ -69,24 +85,43 @@ class InfoProbe:
             if name not in info.ESTIMATORS:
                 raise ConfigError(f"measures.information: "
                                   f"{unknown_choice('estimator', name, info.ESTIMATORS)}")
-        labels = np.asarray(torch.as_tensor(y).cpu().numpy(), dtype=np.int64)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                              or n < 2):
+            raise ConfigError(f"information_n={n!r} is invalid; valid: None (every row) or "
+                              "an int >= 2")
+        info.check_params("kl_knn", {"seed": seed, "num_classes": num_classes})
+        xa = info._as_matrix(x, "x")
+        labels, _ = info._as_labels(y, num_classes)
+        info._check_lengths(x=xa, y=labels)
+        self.n_rows = len(labels)
         self.idx = stratified_subsample(labels, n, seed)
-        self.x = _np(x)[self.idx]
+        self.x = xa[self.idx]
+        self.x_resolution = info._resolution(x)
         self.y = labels[self.idx]
-        self.num_classes, self.seed = num_classes, seed
+        self.num_classes, self.seed = int(num_classes), int(seed)
         builders: dict[str, Callable[[dict[str, Any]], Computer]] = {
-            "nhsic": self._nhsic, "kl_knn": self._kl_knn,
+            "nhsic": self._nhsic, "kl_knn": self._knn("kl_knn"), "ksg": self._knn("ksg"),
+            "cmi_ksg": self._knn("cmi_ksg"),
         }
         self.computers: dict[str, Computer] = {}
         for name, params in estimators.items():
+            owned = sorted(set(params) & set(PROBE_OWNED))
+            if owned:
+                raise ConfigError(f"{name}: parameter {owned[0]!r} is set by the probe "
+                                  "(information_n, information_seed, the model's classes); "
+                                  f"valid: {', '.join(_user_params(name))}")
             build = builders.get(name, self._generic(name))
-            self.computers[name] = build(dict(params))
+            self.computers[name] = build(info.check_params(name, params))
         self.params: dict[str, dict[str, Any]] = {}
         self._warned: set[tuple[type[Warning], str]] = set()
 
     def __call__(self, z: Any) -> dict[str, float]:
         """Every estimator on the probe's rows of ``z`` [N, p]; keys ``name/key``."""
-        zs = _np(z[self.idx] if isinstance(z, torch.Tensor) else np.asarray(z)[self.idx])
+        n_z = len(z) if hasattr(z, "__len__") else None
+        if n_z != self.n_rows:
+            raise ConfigError(f"z has {n_z} rows; valid: one row per row of the probe's split "
+                              f"(N={self.n_rows}), in the same order as x and y")
+        zs = z[self.idx] if hasattr(z, "detach") else np.asarray(z)[self.idx]
         out: dict[str, float] = {}
         for name, compute in self.computers.items():
             with warnings.catch_warnings(record=True) as caught:
@@ -105,18 +140,14 @@ class InfoProbe:
     def _generic(self, name: str) -> Callable[[dict[str, Any]], Computer]:
         def build(params: dict[str, Any]) -> Computer:
             fn = info.ESTIMATORS[name]
-            return lambda z: fn(self.x, z, self.y, num_classes=self.num_classes, **params)
+            return lambda z: fn(self.x, z, self.y, num_classes=self.num_classes, seed=self.seed,
+                                **params)
         return build
 
     # ---- nHSIC: R_X and R_Y fixed, R_Z per call
     def _nhsic(self, params: dict[str, Any]) -> Computer:
-        bandwidth = params.get("bandwidth", "paper")
-        sigma = float(params.get("sigma", 5.0))
-        eps = float(params.get("eps", 1e-5))
-        unknown = set(params) - {"bandwidth", "sigma", "eps"}
-        if unknown:
-            raise ConfigError(f"nhsic: unknown parameter {sorted(unknown)[0]!r}; valid: "
-                              "bandwidth, sigma, eps")
+        p = {**_defaults("nhsic"), **params}
+        bandwidth, sigma, eps = str(p["bandwidth"]), float(p["sigma"]), float(p["eps"])
         m = len(self.y)
         reg = m * eps
         k_x, w_x = info._gaussian_gram(self.x, bandwidth, sigma)
@@ -125,8 +156,9 @@ class InfoProbe:
         r_y = info._label_r(self.y, self.num_classes, reg)
         tr_x, tr_y = float(np.trace(r_x)), float(np.trace(r_y))
 
-        def compute(z: np.ndarray) -> info.InfoResult:
-            k_z, w_z = info._gaussian_gram(z, bandwidth, sigma)
+        def compute(z: Any) -> info.InfoResult:
+            za = info._as_matrix(z, "z")
+            k_z, w_z = info._gaussian_gram(za, bandwidth, sigma)
             r_z = info._nocco_r(info._double_centre(k_z), reg)
             return info._nhsic_result(r_z, r_x, r_y, tr_z=float(np.trace(r_z)), tr_x=tr_x,
                                       tr_y=tr_y, params={
@@ -135,27 +167,45 @@ class InfoProbe:
                                           "seed": self.seed})
         return compute
 
-    # ---- k-NN (KL): whitened X fixed, Z reduced per call
-    def _kl_knn(self, params: dict[str, Any]) -> Computer:
-        def compute(z: np.ndarray) -> info.InfoResult:
-            return info.kl_knn(self.x, z, self.y, num_classes=self.num_classes, seed=self.seed,
-                               x_whitened=x_cache, **params)
+    # ---- k-NN estimators: whitened X fixed, Z reduced per call
+    def _knn(self, name: str) -> Callable[[dict[str, Any]], Computer]:
+        # the pure functions (they take the cached x_whitened, the registry form does not)
+        pure: dict[str, Callable[..., info.InfoResult]] = {
+            "kl_knn": info.kl_knn, "cmi_ksg": info.cmi_ksg,
+            "ksg": lambda x, z, y, num_classes, **kw: info.ksg(x, z, **kw)}
+        fn = pure[name]
 
-        k = dict(params)
-        dim_x = int(k.get("dim_x", 3))
-        x_cache = info.whiten_x(self.x, dim_x=dim_x, seed=self.seed,
-                                svd_solver=str(k.get("svd_solver", "auto")))
-        return compute
+        def build(params: dict[str, Any]) -> Computer:
+            p = {**_defaults(name), **params}
+            x_cache = info.whiten_x(self.x, dim_x=int(p["dim_x"]), seed=self.seed,
+                                    svd_solver=str(p["svd_solver"]))
+            x_cache[1]["resolution"] = self.x_resolution  # the split's dtype, not float64's
+
+            def compute(z: Any) -> info.InfoResult:
+                kw = dict(params)
+                if name == "cmi_ksg" and kw.get("resolution") is None:
+                    kw["resolution"] = info._resolution(z)  # z's own dtype (e.g. float32)
+                return fn(self.x, z, self.y, num_classes=self.num_classes, seed=self.seed,
+                          x_whitened=x_cache, **kw)
+            return compute
+        return build
 
 
 def estimator_params(m: Any) -> dict[str, dict[str, Any]]:
-    """Keyword parameters of each selected estimator from a :class:`MeasureConfig`."""
+    """Keyword parameters of each selected estimator from a :class:`MeasureConfig`, checked by
+    :func:`~latephase.measures.information.check_params` (a bad value fails here, before
+    training)."""
     knn = {"k": m.knn_k, "dim_z": m.knn_dim, "dim_x": m.knn_dim, "se_groups": m.knn_se_groups}
     table: dict[str, dict[str, Any]] = {
         "nhsic": {"bandwidth": m.nhsic_bandwidth, "sigma": m.nhsic_sigma},
         "kl_knn": dict(knn),
         "ksg": dict(knn),
+        "cmi_ksg": dict(knn),
         "noise_channel": {"sigma": m.noise_sigma, "scale": m.rnc1_scale},
         "binning": {"bins": m.binning_bins},
     }
-    return {name: table[name] for name in m.information}
+    unknown = [name for name in m.information if name not in table]
+    if unknown:
+        raise ConfigError(f"measures.information: "
+                          f"{unknown_choice('estimator', unknown[0], table)}")
+    return {name: info.check_params(name, table[name]) for name in m.information}
