@@ -10,11 +10,18 @@ none) and every parameter used, seeds included.
 
 Estimators (registry :data:`ESTIMATORS`, call form ``fn(x, z, y, **params)``):
 
-- :func:`kl_knn`   PCA + whitening, then Kozachenko-Leonenko k-NN entropies (3H formula).
+- :func:`cmi_ksg`  the trusted one: I(Z;Y) (mixed KSG), I(Z;X'|Y) (class-wise KSG) and
+                   I(Z;(X',Y)) = their sum, with jackknife SEs and shuffled-pairs nulls.
+- :func:`kl_knn`   PCA + whitening, then Kozachenko-Leonenko k-NN entropies (3H formula);
+                   the paper's estimator, not valid once Z clusters (collapse).
 - :func:`ksg`      PCA + whitening, then Kraskov-Stoegbauer-Grassberger algorithm 1.
 - :func:`nhsic`    normalised HSIC (Fukumizu's NOCCO) with doubly centred Gram matrices.
 - :func:`noise_channel`  Theorem 3.4 bounds on I(Z;X|Y) for Z = g(X) + B E.
 - :func:`binning`  Shwartz-Ziv & Tishby binning baseline (biased; for comparison only).
+
+Parameters: :data:`PARAMS` holds each estimator's keyword spec and :func:`check_params`
+checks them, for every caller (the pure functions, the probe, the config path).
+Standard errors, where given, cover the sampling variance only, never the bias.
 
 Degenerate input (a class with too few samples, a zero-variance representation) gives a
 ``RuntimeWarning`` and NaN (or an exact 0 where the answer is known), never an exception;
@@ -23,6 +30,7 @@ malformed input (shapes, labels, parameters) raises :class:`~latephase.errors.Co
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -617,6 +625,15 @@ def kl_knn(
       dims 8+8: rho=0 -0.60/0.03,  rho=0.5 -0.89/0.04   (joint dim 16: not usable).
     The 3H bias grows fast with the joint dimension dim_z + dim_x (k=1 halves it at 4+4 but
     doubles the variance); keep dim_z + dim_x <= 6 for values, larger only for trends.
+
+    What the SE covers: the sampling VARIANCE of the estimate only, not its bias.  Valid
+    for: unclustered, roughly unimodal Z and X (Gaussian-like marginals).  NOT valid once Z
+    clusters by class (neural collapse): the 3H biases do not cancel, the jackknife SE stays
+    small, and the value can be far below 0 (synthetic collapse, truth log 10 = 2.30:
+    2.06, -0.4, -7.0, -20.8 nats at s = 1, 0.1, 0.01, 1e-4).  It warns (constant text
+    :data:`KL_NULL_WARNING`, so a probe says it once per run) when the shuffled null is far
+    from 0: |izx_null| > 0.1 nats AND > 3 SE(izx).  Kept as the paper's estimator (Figure 4);
+    the trusted one is :func:`cmi_ksg`.  Cost with a cached X at n = 1000: about 90 ms.
     """
     p = check_params("kl_knn", {"k": k, "dim_z": dim_z, "dim_x": dim_x, "n": n,
                                 "se_groups": se_groups, "jitter": jitter,
@@ -689,7 +706,12 @@ def ksg(
     the 3H formula of :func:`kl_knn` shows for non-Gaussian marginals; both underestimate
     strong dependence in high joint dimension (see the table in :func:`kl_knn`; KSG at n =
     2000: -0.08 nats at dims 4+4, rho = 0.5).  Standard error: the same delete-a-group
-    jackknife as :func:`kl_knn` (random groups).  Key "izx".
+    jackknife as :func:`kl_knn` (random groups); it covers the sampling VARIANCE only, not
+    the bias.  Valid for: I(Z;X') between any continuous Z and X' at joint dims <= 6
+    (measured |bias| <= 0.03 nats at d = 1 and <= 0.09 at d = 2 up to I = 3 nats, n = 2000);
+    it underestimates large MI at small n (dims 3+3, rho = 0.6: -0.2 nats at n = 100, -0.04
+    at n = 2000), and is unbiased at independence, clustered data included.  Key "izx".
+    ``x_whitened``: as in :func:`kl_knn`.
     """
     p = check_params("ksg", {"k": k, "dim_z": dim_z, "dim_x": dim_x, "n": n,
                              "se_groups": se_groups, "jitter": jitter, "svd_solver": svd_solver,
@@ -889,19 +911,50 @@ def _kth_within(d_inf: FloatArray, col: NDArray[np.bool_], k: int) -> FloatArray
     return np.partition(masked, k - 1, axis=2)[:, :, k - 1]
 
 
-def _dense_conditional_ksg(dz: FloatArray, dx: FloatArray, dj_inf: FloatArray,
+class _Nearest:
+    """Each row's L = 2k + 6 nearest other rows of its class, sorted, from block distances
+    with an infinite diagonal [K, m, m]: the k-th nearest KEPT row of a replicate (which
+    deletes ~1/G of the rows) is then read from the short list; rows whose list holds fewer
+    than k kept rows fall back to the full :func:`_kth_within` (same values)."""
+
+    def __init__(self, d_inf: FloatArray, k: int) -> None:
+        self.d_inf, self.k = d_inf, k
+        n_k, m, _ = d_inf.shape
+        self.length = min(m, 2 * k + 6)
+        part = np.argpartition(d_inf, self.length - 1, axis=2)[:, :, : self.length]
+        dist = np.take_along_axis(d_inf, part, axis=2)
+        order = np.argsort(dist, axis=2, kind="stable")
+        self.idx = np.take_along_axis(part, order, axis=2)  # [K, m, L]
+        self.dist = np.take_along_axis(dist, order, axis=2)
+        self.cls = np.arange(n_k)[:, None, None]
+
+    def kth(self, col: NDArray[np.bool_]) -> FloatArray:
+        """[K, m] as :func:`_kth_within` (d_inf, col, k)."""
+        if self.d_inf.shape[2] <= self.k:
+            return np.full(col.shape, np.inf)
+        cum = np.cumsum(col[self.cls, self.idx], axis=2)  # kept among the first j  [K, m, L]
+        pos = np.argmax(cum >= self.k, axis=2)
+        out = np.take_along_axis(self.dist, pos[:, :, None], axis=2)[:, :, 0]
+        short = cum[:, :, -1] < self.k
+        if short.any():
+            out = np.where(short, _kth_within(self.d_inf, col, self.k), out)
+        return out
+
+
+def _dense_conditional_ksg(dz: FloatArray, dx: FloatArray, dj_inf: _Nearest,
                            col: NDArray[np.bool_], active: NDArray[np.bool_], k: int,
                            n_kept: int) -> float:
     """:func:`_conditional_ksg` on precomputed class blocks, for the kept rows ``col``
-    [K, m]: dz, dx the per-class max-norm distances (0 diagonal), dj_inf = max(dz, dx) with
-    an infinite diagonal, ``active`` [K] the classes whose both sides keep >= 1 dim."""
+    [K, m]: dz, dx the per-class max-norm distances (0 diagonal), dj_inf the neighbour lists
+    of max(dz, dx) with an infinite diagonal, ``active`` [K] the classes whose both sides
+    keep >= 1 dim."""
     sel = col & active[:, None]
     if not sel.any():
         return 0.0
     n_c = col.sum(axis=1)  # [K]
     if np.any(n_c[active] <= k):
         return NAN
-    eps = _kth_within(dj_inf, col, k)[:, :, None]  # [K, m, 1]
+    eps = dj_inf.kth(col)[:, :, None]  # [K, m, 1]
     if np.any(eps[sel] <= 0.0):
         return NAN
     cz = ((dz < eps) & col[:, None, :]).sum(axis=2)  # itself included (0 < eps)
@@ -913,19 +966,17 @@ def _dense_conditional_ksg(dz: FloatArray, dx: FloatArray, dj_inf: FloatArray,
 
 def _radius_pairs(a: FloatArray, need: FloatArray) -> tuple[IntArray, IntArray, FloatArray]:
     """Every pair (i, j) with max-norm ||a_i - a_j|| < need_i (i itself included), as
-    (rows, cols, dists) arrays; computed in row chunks of <= 2e6 distances."""
-    n, d = a.shape
-    rows, cols, dists = [], [], []
-    step = max(1, 2_000_000 // max(n, 1))
-    for start in range(0, n, step):
-        block = np.zeros((min(step, n - start), n))
-        for j in range(d):  # loop over the (<= dim) coordinates
-            np.maximum(block, np.abs(a[start:start + step, j, None] - a[None, :, j]), out=block)
-        r, c = np.nonzero(block < need[start:start + step, None])
-        rows.append(r + start)
-        cols.append(c)
-        dists.append(block[r, c])
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(dists)
+    (rows, cols, dists) arrays: one k-d tree ball query with a radius per row; the distances
+    are recomputed with the tree's arithmetic (max |a_i - a_j|), so comparisons with them
+    are exact."""
+    n = a.shape[0]
+    lists = cKDTree(a).query_ball_point(a, np.nextafter(need, 0.0), p=np.inf,
+                                        return_sorted=False)
+    sizes = np.fromiter(map(len, lists), dtype=np.int64, count=n)
+    rows = np.repeat(np.arange(n), sizes)
+    cols = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64,
+                       count=int(sizes.sum()))
+    return rows, cols, np.abs(a[rows] - a[cols]).max(axis=1, initial=0.0)
 
 
 def _dense_ross(d_row: FloatArray, pairs: tuple[IntArray, IntArray, FloatArray],
@@ -953,8 +1004,8 @@ def _cmi_replicates(zj: FloatArray, zc: FloatArray, xj: FloatArray, zc_perm: Flo
     label = blocks.label
     act, act_perm = active[np.unique(y)], active_perm[np.unique(y)]  # compact class order
     dz, dx, dz_w, dz_g = (blocks.dist(a) for a in (zc, xj, zc[within], zc_perm))
-    dj, dj_w, dj_g = (_no_self(np.maximum(a, dx)) for a in (dz, dz_w, dz_g))
-    dg, dg0 = _no_self(blocks.dist(zj)), _no_self(blocks.dist(zj[perm]))
+    dj, dj_w, dj_g = (_Nearest(_no_self(np.maximum(a, dx)), k) for a in (dz, dz_w, dz_g))
+    dg, dg0 = (_Nearest(_no_self(blocks.dist(a)), k) for a in (zj, zj[perm]))
     rows_of = blocks.table[blocks.valid]  # row of each valid table entry
 
     def scatter(tab: FloatArray) -> FloatArray:
@@ -962,8 +1013,8 @@ def _cmi_replicates(zj: FloatArray, zc: FloatArray, xj: FloatArray, zc_perm: Flo
         out[rows_of] = tab[blocks.valid]
         return out
 
-    kth = [(scatter(_kth_within(dg, blocks.rows(mk), k)),
-            scatter(_kth_within(dg0, blocks.rows(mk), k))) for mk in masks]
+    kth = [(scatter(dg.kth(blocks.rows(mk))), scatter(dg0.kth(blocks.rows(mk))))
+           for mk in masks]
     # pairs of Z rows closer than any radius a replicate needs; the null sample (row i
     # holds z[perm[i]]) reuses them: its row i is Z's row perm[i]
     need = np.zeros(y.size)
@@ -1045,7 +1096,9 @@ def cmi_ksg(
     warning), collapsed or not; joint per-class dims dim_z + dim_x <= 6; I(Z;Y) up to about
     log K.  Measured accuracy is in the README table (docs) and the tests.
     Keys: izx, izy, redundancy, izx_null, izy_null, redundancy_null (each with ``_se``).
-    Cost at n = 1000, dims 3+3, 10 groups: about 0.1 s on one core.
+    Cost at n = 1000, dims 3+3, 10 groups, cached X (the probe): 70-100 ms on one core (the
+    dense path: per-class distance matrices computed once, every replicate and null read
+    from them; ``path="tree"`` is the slower k-d tree reference, same numbers).
     """
     p = check_params("cmi_ksg", {"k": k, "dim_z": dim_z, "dim_x": dim_x, "n": n,
                                  "se_groups": se_groups, "jitter": jitter,
@@ -1204,7 +1257,11 @@ def nhsic(
     Under independence nHSIC is not 0: its mean over random row pairings is exactly
     Tr(R_A) Tr(R_B) / (n - 1), reported as "nhsic_zx_null" / "nhsic_zy_null" for scale.
     Keys: "nhsic_zx", "nhsic_zy", "redundancy" = nhsic_zx - nhsic_zy, and the two nulls.
-    Cost O(n^2 (d_x + p) + n^3): about 0.2 s at n = 1000 on one core.
+    Cost O(n^2 (d_x + p) + n^3): about 0.2 s at n = 1000 on one core (about 60 ms per call
+    with the probe's cached R_X and R_Y).  No standard error (the keys have none; a
+    jackknife would cost G more n^3 inversions); the nulls are exact permutation means, not
+    noise bands.  Valid as a dependence score for comparing steps of one run (fixed n, eps,
+    widths), not as nats.
     """
     xa, za = _as_matrix(x, "x"), _as_matrix(z, "z")
     ya, k_classes = _as_labels(y, num_classes)
@@ -1294,7 +1351,9 @@ def noise_channel(
     same normalisation as the within-class scatter Sigma_W, so V = Tr(Sigma_W)/B^2 and
     trace_bound >= logdet_bound holds exactly since log(1 + t) <= t).  The log-det is summed
     over eigenvalues (squared singular values of the centred class block, float64, log1p).
-    The log-det bound equals I(Z;X|Y) when g | Y=c is Gaussian.
+    The log-det bound equals I(Z;X|Y) when g | Y=c is Gaussian.  No standard error: both
+    are deterministic functions of the class moments of these rows (a plug-in for the
+    population moments; their sampling error is not reported).
     B: ``"max"`` = max_i ||g_i|| (proxy for sup_x ||g(x)||), ``"mean"`` = mean_i ||g_i||,
     or a positive float.  Default s = 0.1: noise of 10 % of the representation scale per
     direction, where the bounds are O(1)-O(10) nats rather than saturated or ~0 (a choice,
@@ -1376,7 +1435,8 @@ def binning(
                          H(T|X) = 0, as in their paper; ``x`` is used only for validation)
         I(Z;Y) = H(T) - sum_c p(c) H(T | Y=c),   redundancy = I(Z;X) - I(Z;Y).
     Known to be biased: H(T) saturates at log n once all patterns differ, and the values
-    depend on ``bins``.  Default 30 bins as in their paper.
+    depend on ``bins``.  Default 30 bins as in their paper.  No standard error; valid only
+    as the classic baseline to compare with, not as an estimate of MI.
     """
     xa, za = _as_matrix(x, "x"), _as_matrix(z, "z")
     ya, k_classes = _as_labels(y, num_classes)
