@@ -25,7 +25,7 @@ def test_track_custom_cnn(tmp_path) -> None:
     df = latephase.load_metrics(out)
     assert list(df["step"]) == [0, 20, 40]
     assert {"train/rnc1_mean", "test/body.5/rnc1_mean", "test/nhsic/redundancy",
-            "test/body.5/kl_knn/izx", "test/bound"} <= set(df.columns)
+            "test/body.5/cmi_ksg/izx", "test/bound"} <= set(df.columns)
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
     figures = {p.name for p in (out / "figures").iterdir()}
     assert {"overview.png", "layers_rnc1.png", "layers_information_plane.png"} <= figures

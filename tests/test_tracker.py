@@ -37,7 +37,7 @@ COLLAPSE = {"tr_sw", "tr_sb", "rnc1_max", "rnc1_mean", "nc1", "nc1_pinv", "cdnv"
             "nc2_etf", "feat_norm_mean", "feat_norm_max"}
 HEAD_ONLY = {"nc3", "nc4", "bound"}  # need the head: penultimate (un-prefixed) keys only
 SPLIT_ONLY = {"acc", "error", "loss"}
-INFO = ("nhsic", "kl_knn")
+INFO = ("nhsic", "cmi_ksg")  # the Tracker's default estimators
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -219,8 +219,8 @@ def test_sequential_record_matches_direct_computation(dtype: torch.dtype) -> Non
             np.testing.assert_array_equal(held.x, x[order][held.idx].double().numpy())
             np.testing.assert_array_equal(held.y, y[order][held.idx].numpy())
     # information measures only on information_splits (default: test)
-    assert "test/nhsic/nhsic_zx" in rec and "test/kl_knn/izx" in rec
-    assert not any(k.startswith(("train/nhsic", "train/kl_knn")) for k in rec)
+    assert "test/nhsic/nhsic_zx" in rec and "test/cmi_ksg/izx" in rec
+    assert not any(k.startswith(("train/nhsic", "train/cmi_ksg")) for k in rec)
     # parameter norms
     total = sum(float(p.detach().double().square().sum()) for p in model.parameters())
     assert rec["weight_norm"] == pytest.approx(math.sqrt(total), rel=1e-12)
@@ -241,7 +241,7 @@ def test_per_layer_keys_match_direct_computation() -> None:
     default = latephase.Tracker(model, {"train": (x_tr, y_tr), "test": (x_te, y_te)},
                                 layers=["1", "3"], information_n=150).evaluate(0)
     assert "test/nhsic/nhsic_zx" in default and not any(
-        k.startswith(("test/1/nhsic", "test/3/nhsic", "test/1/kl_knn")) for k in default)
+        k.startswith(("test/1/nhsic", "test/3/nhsic", "test/1/cmi_ksg")) for k in default)
     every = latephase.Tracker(model, {"train": (x_tr, y_tr), "test": (x_te, y_te)},
                               layers=["1", "3"], information_n=150,
                               information_layers=None).evaluate(0)  # None: every layer
@@ -262,7 +262,7 @@ def test_per_layer_keys_match_direct_computation() -> None:
             assert f"{split}/1/{key}" not in rec and f"{split}/3/{key}" not in rec
     # the information measures are computed for every measured layer of the test split
     for layer in ("1", "3"):
-        assert f"test/{layer}/nhsic/nhsic_zx" in rec and f"test/{layer}/kl_knn/izx" in rec
+        assert f"test/{layer}/nhsic/nhsic_zx" in rec and f"test/{layer}/cmi_ksg/izx" in rec
         assert not any(k.startswith(f"train/{layer}/nhsic") for k in rec)
     info = [k.split("/", 2)[2] for k in rec if k.startswith("test/3/") and "/" in k[7:]]
     assert info and all(rec[f"test/3/{k}"] == rec[f"test/{k}"] for k in info)
@@ -420,7 +420,7 @@ def test_batch_sources_match_in_memory(dtype: torch.dtype, rtol: float) -> None:
     ref_tracker = latephase.Tracker(model, {"train": (x_tr, y_tr), "test": (x_te, y_te)},
                                     **kwargs)
     ref = ref_tracker.evaluate(0)
-    assert any(k.startswith("test/kl_knn/") for k in ref)
+    assert any(k.startswith("test/cmi_ksg/") for k in ref)
     assert any(k.startswith("train/1/nhsic/") for k in ref)
     # in-memory tensors chunked by a small batch_size
     chunked = latephase.Tracker(model, {"train": (x_tr, y_tr), "test": (x_te, y_te)},

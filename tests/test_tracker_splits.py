@@ -131,7 +131,7 @@ def test_val_named_run_is_reported(tmp_path: Path, names: tuple[str, ...]) -> No
     assert th["collapse"]["key"] == "train/rnc1_mean"
     assert summary["timescales"]["t_fit"] is not None  # blobs are fitted within 80 steps
     df = latephase.load_metrics(run_dir)
-    assert f"{heldout}/nhsic/nhsic_zy" in df.columns and f"{heldout}/kl_knn/izy" in df.columns
+    assert f"{heldout}/nhsic/nhsic_zy" in df.columns and f"{heldout}/cmi_ksg/izy" in df.columns
     # Reading the split names back is the report's job (engineer B): a Tracker run with a
     # "val" split must be reported, not crash with a KeyError.
     assert cli_main(["report", str(run_dir)]) == 0

@@ -56,6 +56,9 @@ def check_registries(cfg: Config) -> None:
         value = _value(cfg, key)
         if value not in registry:
             raise ConfigError(f"{key}: {unknown_choice('name', value, registry)}")
+    from latephase.measures.probe import estimator_params
+
+    estimator_params(cfg.measures)  # estimator parameters: checked once, before any run dir
 
 
 def make_config(preset: str | None = None, config_file: str | Path | None = None,

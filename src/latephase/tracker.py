@@ -228,7 +228,7 @@ class Tracker:
         each estimator, extra:  nhsic ~140-260   kl_knn ~140-260   ksg ~210
                                 cmi_ksg ~165-200  noise_channel ~50-160  binning ~80-110
         its first evaluate also builds the fixed X side:   +100-550
-        default (nhsic + kl_knn), whole evaluate           ~520
+        default before cmi_ksg (nhsic + kl_knn), evaluate ~520
         content keys of the 4000 held-out rows              ~8  (about 2 % of the default)
 
     So the information estimators dominate: keep them to the penultimate layer (the default) and
@@ -240,7 +240,7 @@ class Tracker:
                  num_classes: int | None = None, loss_fn: LossFn | None = None,
                  train_split: str = "train", heldout_split: str | None = None,
                  information: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("nhsic",
-                                                                                  "kl_knn"),
+                                                                                  "cmi_ksg"),
                  information_splits: Sequence[str] | None = None,
                  information_layers: Sequence[str] | None = (PENULTIMATE,),
                  information_n: int | None = 1000, seed: int = 0, batch_size: int = 5000,
