@@ -31,13 +31,24 @@ def test_demo_groks(tmp_path) -> None:
     bound_fit = value_at(steps, [r["test/bound"] for r in recs], sc["t_fit"])
     assert fin["test/bound"] < bound_fit
     assert all(r["test/bound"] >= r["test/error"] for r in recs)
-    # information-bottleneck compression: both redundancy proxies end below their t_fit value
-    for key in ("test/nhsic/redundancy", "test/kl_knn/redundancy"):
+    # the directional bound: never above the trace bound, never below the split's own
+    # error (a valid bound on each split's empirical distribution), non-vacuous at the end
+    for split in ("train", "test"):
+        assert all(r[f"{split}/bound_dir"] <= r[f"{split}/bound"] * (1 + 1e-12) for r in recs)
+        assert all(r[f"{split}/bound_dir"] >= r[f"{split}/error"] for r in recs)
+    assert fin["test/bound_dir"] < 1.0
+    # cmi_ksg respects the data-processing inequality within noise at every point
+    for r in recs:
+        se = r["test/cmi_ksg/izx_se"]
+        assert r["test/cmi_ksg/izx"] >= r["test/cmi_ksg/izy"] - 2 * se, r["step"]
+        assert r["test/cmi_ksg/izx"] >= -2 * se, r["step"]
+    # information-bottleneck compression: the redundancy proxies end below their t_fit value
+    for key in ("test/nhsic/redundancy", "test/kl_knn/redundancy", "test/cmi_ksg/redundancy"):
         at_fit = value_at(steps, [r[key] for r in recs], sc["t_fit"])
         assert fin[key] < at_fit, key
     names = {p.name for p in (run_dir.figures_dir).iterdir()}
     assert {"accuracy.png", "collapse.png", "nc2.png", "bound.png", "overview.png",
-            "information_plane.png", "figure4.png"} <= names
+            "information_plane.png", "figure4.png", "figure2.png"} <= names
 
 
 @pytest.mark.slow
