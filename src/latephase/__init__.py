@@ -6,13 +6,15 @@ when that happens (Sakamoto & Sato, ICLR 2026).
 
 Quick use::
 
-    from latephase.config import make_config
+    import latephase
     from latephase.api import run
-    summary = run(make_config("demo"))
+    run_dir, summary = run(latephase.make_config("demo"))
+    table = latephase.load_run(run_dir.path)     # pandas: config columns + metrics
 
 The package init is lazy (PEP 562): ``import latephase`` loads no torch, numpy or sklearn;
-``latephase.Tracker``, ``latephase.load_metrics``, ``latephase.eval_steps`` and
-``latephase.make_config`` import their module on first use.
+``latephase.Tracker``, ``latephase.load_metrics``, ``latephase.eval_steps``,
+``latephase.make_config``, ``latephase.load_run`` / ``load_sweep`` (pandas tables of a run or
+a sweep), ``latephase.export_csv`` and ``latephase.compare`` import their module on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from latephase._version import __version__
 
 if TYPE_CHECKING:
+    from latephase.analysis import compare, export_csv, load_run, load_sweep
     from latephase.build import make_config
     from latephase.runs import load_metrics
     from latephase.tracker import Tracker
@@ -31,12 +34,17 @@ if TYPE_CHECKING:
 #: public name -> the module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
     "Tracker": "latephase.tracker",
+    "compare": "latephase.analysis",
+    "export_csv": "latephase.analysis",
+    "load_run": "latephase.analysis",
+    "load_sweep": "latephase.analysis",
     "eval_steps": "latephase.train.schedule",
     "load_metrics": "latephase.runs",
     "make_config": "latephase.build",
 }
 
-__all__ = ["Tracker", "__version__", "eval_steps", "load_metrics", "make_config"]
+__all__ = ["Tracker", "__version__", "compare", "eval_steps", "export_csv", "load_metrics",
+           "load_run", "load_sweep", "make_config"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""Command line: ``latephase run | sweep | report | presets | datasets | bench``.
+"""Command line: ``latephase run | sweep | report | compare | export | config | presets |
+datasets | bench``.
 
 Exit codes: 0 done; 1 a run that did not finish (diverged, failed) or an internal error;
 2 bad input; 130 interrupted.  Bad input (config, data, run directory, an output path that
@@ -17,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from latephase._version import __version__
 from latephase.errors import LatephaseError
@@ -92,12 +93,20 @@ def _describe(cfg: Config) -> str:
             f"{cfg.optim.weight_decay:g}, {cfg.train.steps:,} steps)")
 
 
+def _figure_options(args: argparse.Namespace) -> tuple[tuple[str, ...], float]:
+    """``--format png,pdf`` and ``--dpi`` checked: (formats, dpi)."""
+    from latephase.analysis import check_dpi, parse_formats
+
+    return parse_formats(args.format), check_dpi(args.dpi)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from latephase import api
+    from latephase.report import write_figures
     from latephase.runs import RunDir
 
-    figs = api.report(args.run_dir)
+    formats, dpi = _figure_options(args)
     run = RunDir.open(args.run_dir)
+    figs = write_figures(run.path, formats, dpi=dpi)
     summary = {**run.summary(), "figures": [str(f) for f in figs]}
     _print_outcome(str(run.path), summary, run.records())
     return 0
@@ -109,16 +118,85 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if bool(args.spec) == bool(args.preset):
         raise LatephaseError("give exactly one of SPEC.toml or --preset NAME")
+    formats, dpi = _figure_options(args)
     spec = load_spec(args.spec, args.preset)
     summary = run_sweep(spec, args.out, executor=args.executor, workers=args.workers,
                         address=args.address, progress=not args.no_progress)
     print(summary_text(summary))
-    figs = write_sweep_figures(Path(args.out) / spec.name)
+    figs = write_sweep_figures(Path(args.out) / spec.name, formats, dpi)
     if figs:
         print("figures:")
         for f in figs:
             print(f"  {f}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from latephase.analysis import compare
+
+    formats, dpi = _figure_options(args)
+    measures = [m.strip() for m in args.measures.split(",") if m.strip()]
+    for f in compare(args.runs, measures, args.out, formats, dpi):
+        print(f)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from latephase.analysis import export_csv
+
+    out, df = export_csv(args.path, args.csv, args.config)
+    runs = df["run"].nunique() if len(df) else 0
+    print(f"{out}: {len(df)} rows ({runs} run{'s' if runs != 1 else ''}), "
+          f"{len(df.columns)} columns")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from latephase.build import make_config
+
+    cfg = make_config(args.preset, args.config)
+    rows = describe_keys(cfg)
+    width = max(len(r[0]) for r in rows)
+    twidth = max(len(r[1]) for r in rows)
+    vwidth = min(24, max(len(r[2]) for r in rows))
+    what = f"preset {args.preset}" if args.preset else "defaults"
+    if args.config:
+        what += f" + {args.config}"
+    print(f"# every config key ({what}): key  type  value  doc; set one with key=value")
+    for key, tp, value, doc in rows:
+        print(f"{key:{width}s}  {tp:{twidth}s}  {value:{vwidth}s}" + (f"  # {doc}" if doc
+                                                                       else ""))
+    return 0
+
+
+def describe_keys(cfg: Any, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """``(dotted key, type, value in cfg, doc and valid range)`` for every leaf of a config
+    dataclass tree, in declaration order."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    rows: list[tuple[str, str, str, str]] = []
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            rows += describe_keys(value, key + ".")
+            continue
+        meta = f.metadata
+        notes = [meta.get("doc") or ""]
+        if meta.get("choices"):
+            notes.append("one of " + "|".join(meta["choices"]))
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if lo is not None or hi is not None:
+            left = "(" if meta.get("lo_open") or lo is None else "["
+            right = ")" if meta.get("hi_open") or hi is None else "]"
+            notes.append(f"range {left}{'-inf' if lo is None else lo}, "
+                         f"{'inf' if hi is None else hi}{right}")
+        tp = str(hints[f.name]).replace("typing.", "")
+        tp = getattr(hints[f.name], "__name__", tp) if "[" not in tp and "|" not in tp else tp
+        shown = list(value) if isinstance(value, tuple) else value
+        rows.append((key, tp, repr(shown), "; ".join(n for n in notes if n)))
+    return rows
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -157,8 +235,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "report": cmd_report, "presets": cmd_presets, "bench": cmd_bench,
-    "sweep": cmd_sweep, "datasets": cmd_datasets,
+    "sweep": cmd_sweep, "datasets": cmd_datasets, "compare": cmd_compare,
+    "export": cmd_export, "config": cmd_config,
 }
+
+
+def _add_figure_options(p: argparse.ArgumentParser) -> None:
+    from latephase.report.common import DPI
+
+    p.add_argument("--format", default="png",
+                   help="figure formats, comma-separated: png, pdf, svg, ... (default png)")
+    p.add_argument("--dpi", type=float, default=DPI,
+                   help=f"resolution of raster figures (default {DPI:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-figures", action="store_true", help="skip drawing figures")
     rep = sub.add_parser("report", help="redraw a run's figures and print its summary")
     rep.add_argument("run_dir")
+    _add_figure_options(rep)
+    cmp = sub.add_parser("compare", help="chosen measures of several runs in one figure")
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    cmp.add_argument("--measures", default="test/acc,train/rnc1_mean",
+                     help="metrics columns, comma-separated, one panel each "
+                          "(default test/acc,train/rnc1_mean)")
+    cmp.add_argument("--out", default="compare",
+                     help="output file stem (the format's suffix is added; default compare)")
+    _add_figure_options(cmp)
+    ex = sub.add_parser("export", help="a run's or a sweep's metrics and config as CSV")
+    ex.add_argument("path", metavar="RUN_OR_SWEEP")
+    ex.add_argument("--csv", required=True, metavar="FILE", help="CSV file to write")
+    ex.add_argument("--config", default="varying", choices=("varying", "all", "none"),
+                    help="config columns of a sweep: the keys that vary (default), all, none")
+    cf = sub.add_parser("config", help="every config key with its type, value and doc")
+    cf.add_argument("--preset", help="show this preset's values (default: the defaults)")
+    cf.add_argument("--config", help="TOML file on top of the preset")
     sw = sub.add_parser("sweep", help="run a grid of configs x seeds and summarise it")
     sw.add_argument("spec", nargs="?", help="sweep spec TOML file")
     sw.add_argument("--preset", help="named sweep preset (fig3-small, paper-fig3)")
@@ -189,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--address", help="Ray cluster address (auto or HOST:PORT)")
     sw.add_argument("--out", default="runs", help="parent directory of the sweep directory")
     sw.add_argument("--no-progress", action="store_true")
+    _add_figure_options(sw)
     sub.add_parser("presets", help="list the named presets")
     sub.add_parser("datasets", help="list the datasets, whether they are available, and "
                                     "where they are read from")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from latephase.report.common import (
+    DPI,
     Context,
     Splits,
     col,
@@ -161,12 +162,13 @@ def context(run_dir: str | Path) -> Context | None:
                    find_splits(info, df.columns), info)
 
 
-def write_figures(run_dir: str | Path, formats: tuple[str, ...] = ("png",),
-                  figure2_steps: Sequence[int] | None = None) -> list[Path]:
+def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png",),
+                  figure2_steps: Sequence[int] | None = None, dpi: float = DPI) -> list[Path]:
     """Draw every figure of a run into ``<run>/figures``; returns the files written.
 
-    ``figure2_steps``: the steps of Figure 2 (nearest recorded ones); default: the first
-    evaluation after t_fit and the last.
+    ``formats``: any of matplotlib's (png, pdf, svg, ...), each figure once per format;
+    ``dpi``: resolution of the raster formats.  ``figure2_steps``: the steps of Figure 2
+    (nearest recorded ones); default: the first evaluation after t_fit and the last.
     """
     import matplotlib
 
@@ -176,6 +178,7 @@ def write_figures(run_dir: str | Path, formats: tuple[str, ...] = ("png",),
     ctx = context(run_dir)
     if ctx is None:
         return []
+    formats = tuple(formats)
     run = RunDir.open(run_dir)
     out_dir = run.figures_dir
     out_dir.mkdir(exist_ok=True)
@@ -183,30 +186,30 @@ def write_figures(run_dir: str | Path, formats: tuple[str, ...] = ("png",),
     for name, panel in PANELS.items():
         fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
         panel(ax, ctx)
-        written += _save(fig, out_dir / name, formats)
+        written += _save(fig, out_dir / name, formats, dpi)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.4), layout="constrained")
     for letter, ax, panel in zip("abcd", axes.flat, PANELS.values(), strict=True):
         panel(ax, ctx)
         ax.set_title(f"({letter}) {ax.get_title()}")
     fig.suptitle(f"{run.path.name}")
-    written += _save(fig, out_dir / "overview", formats)
+    written += _save(fig, out_dir / "overview", formats, dpi)
     fig = figure2(margin_records(run.path), ctx, figure2_steps)
     if fig is not None:
-        written += _save(fig, out_dir / "figure2", formats)
+        written += _save(fig, out_dir / "figure2", formats, dpi)
     split = info_split(ctx)
     if split is not None:
         for stem, draw in (("information_plane", information_plane), ("figure4", figure4),
                            ("layers_information_plane", layers_information_plane)):
             fig = draw(ctx, split)
             if fig is not None:
-                written += _save(fig, out_dir / stem, formats)
+                written += _save(fig, out_dir / stem, formats, dpi)
     fig = layers_rnc1(ctx)
     if fig is not None:
-        written += _save(fig, out_dir / "layers_rnc1", formats)
+        written += _save(fig, out_dir / "layers_rnc1", formats, dpi)
     return written
 
 
-def _save(fig: Any, stem: Path, formats: tuple[str, ...]) -> list[Path]:
+def _save(fig: Any, stem: Path, formats: tuple[str, ...], dpi: float = DPI) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from latephase.faults import fault
@@ -215,7 +218,7 @@ def _save(fig: Any, stem: Path, formats: tuple[str, ...]) -> list[Path]:
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         fault("figure_draw")
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=dpi)
         paths.append(path)
     plt.close(fig)
     return paths

@@ -16,6 +16,9 @@ from typing import Any
 
 from latephase.keys import layers_of, parse_key, record_key
 
+#: resolution of figures saved as raster images (``--dpi`` changes it)
+DPI = 110.0
+
 #: names tried, in order, for the held-out split when config.json does not say
 HELDOUT_NAMES = ("test", "val", "valid", "validation", "holdout", "heldout", "dev", "eval")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from latephase.report.common import Splits, col, find_splits
+from latephase.report.common import DPI, Splits, col, find_splits
 from latephase.runs import Status, load_metrics
 
 KEY = "optim.weight_decay"
@@ -127,8 +128,10 @@ def timescale_plot(rows: list[dict[str, Any]], predictions: list[dict[str, Any]]
     return fig
 
 
-def write_sweep_figures(root: str | Path) -> list[Path]:
-    """Draw ``figure3.png`` and ``timescales.png`` into ``<sweep>/figures``."""
+def write_sweep_figures(root: str | Path, formats: Sequence[str] = ("png",),
+                        dpi: float = DPI) -> list[Path]:
+    """Draw ``figure3`` and ``timescales`` into ``<sweep>/figures``, once per format
+    (``dpi``: resolution of the raster formats)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,8 +148,9 @@ def write_sweep_figures(root: str | Path) -> list[Path]:
     written = []
     for name, fig in (("figure3", figure3(root, rows)),
                       ("timescales", timescale_plot(rows, summary.get("predictions", [])))):
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            fig.savefig(path, dpi=dpi)
+            written.append(path)
         plt.close(fig)
-        written.append(path)
     return written
