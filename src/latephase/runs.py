@@ -1,7 +1,8 @@
 """The run directory and its only writer, the :class:`RunRecorder`.
 
     runs/<name>/
-      config.json     resolved config, package/library versions, seed, host
+      config.json     resolved config, package/library versions, seed, host, command line,
+                      git commit (when run from a checkout), resolved device
       metrics.jsonl   one JSON object of scalars per evaluation point, appended and flushed
       margins.jsonl   list-valued record entries (e.g. Figure 2's margins), one line per point
       summary.json    status (a :class:`Status`), time scales, final measures, wall time
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import hashlib
 import io
 import json
@@ -123,6 +125,32 @@ def environment() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             env[dist] = metadata.version(dist)
     return env
+
+
+#: seconds each ``git`` call of :func:`git_revision` may take
+GIT_TIMEOUT_S = 2.0
+
+
+@functools.cache
+def git_revision(where: str = str(Path(__file__).resolve().parent)) -> dict[str, Any] | None:
+    """``{"commit": HEAD's hash, "dirty": tracked files changed}`` of the git checkout that
+    holds ``where`` (default: latephase's own source); None when it is not in a checkout, git
+    is missing or slow (each call gives up after GIT_TIMEOUT_S).  Never raises."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", where, *args], capture_output=True, text=True,
+                                 timeout=GIT_TIMEOUT_S, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def child_path(out: str | Path, name: str) -> Path:
@@ -516,8 +544,15 @@ class RunRecorder(RunDir):
     def create(cls, path: str | Path, cfg: Any, info: Mapping[str, Any] | None = None
                ) -> RunRecorder:
         """Create a run directory exclusively (under the lock) and write its config.json:
-        ``{"config": cfg.to_dict(), "seed", "environment", "command", **info}``."""
+        ``{"config": cfg.to_dict(), "seed", "environment", "command", "git", "device",
+        **info}`` (``git``: :func:`git_revision`, when latephase runs from a checkout;
+        ``device``: ``cfg.device`` resolved, e.g. ``auto`` -> ``cpu``)."""
         p = Path(path)
+        info = dict(info or {})
+        if cfg is not None and "device" not in info:  # "auto" resolved: what really ran
+            from latephase.train.loop import resolve_device
+
+            info["device"] = str(resolve_device(cfg.device))
         try:
             p.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -536,7 +571,10 @@ class RunRecorder(RunDir):
             if cfg is not None:
                 content.update(config=cfg.to_dict(), seed=cfg.seed)
             content.update(environment=environment(), command=list(sys.argv))
-            content.update(info or {})
+            revision = git_revision()
+            if revision is not None:
+                content.update(git=revision)
+            content.update(info)
             atomic_write_text(rec.config_path, json.dumps(content, indent=2,
                                                           default=_json_default) + "\n")
             rec.write_summary({"status": Status.RUNNING, "step": 0})
