@@ -1,0 +1,180 @@
+"""train.threads and train.flush_denormal: applied for a training call, restored after it.
+
+Ground truth for subnormal handling is IEEE 754 itself: the float32 with bit pattern 4
+(4 * 2**-149, a subnormal) times 1.0 is exactly that number, bit for bit, while a thread that
+flushes (DAZ: subnormal inputs read as zero) gets +0.0.  The product is computed on a 10**6
+element tensor, which torch splits over its OpenMP threads, so a worker thread that does not
+flush shows up as a non-zero share of the result.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from tests.conftest import SMALL
+from threadpoolctl import threadpool_info
+
+from latephase.config import make_config
+from latephase.runs import RunDir, read_checkpoint
+from latephase.train import runtime
+from latephase.train import train as train_run
+from latephase.train.schedule import eval_steps
+
+N = 10**6  # elements: 30x torch's grain size, so every OpenMP thread gets a share
+SUB = 4  # bit pattern of the probe: 4 * 2**-149 (the value AdamW's exp_avg stalls at)
+
+if not torch.set_flush_denormal(False):
+    pytest.skip("this CPU cannot flush subnormals", allow_module_level=True)
+
+
+def flushed_share(threads: int) -> float:
+    """Share of the N products (subnormal * 1.0) that came out as zero, on ``threads``
+    threads; 0 under IEEE, 1 when every thread flushes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.full((N,), SUB, dtype=torch.int32).view(torch.float32)
+        out = (x * 1.0).view(torch.int32)
+        ieee = int((out == SUB).sum())
+        zero = int((out == 0).sum())
+        assert ieee + zero == N  # nothing else is a valid result
+        return zero / N
+    finally:
+        torch.set_num_threads(before)
+
+
+def blas_threads() -> list[int]:
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+@pytest.fixture
+def ieee() -> Iterator[None]:
+    """Start (and end) from IEEE subnormals on this thread and a warm 2-thread OpenMP team,
+    the state a CLI process is in when ``train()`` starts."""
+    torch.set_flush_denormal(False)
+    flushed_share(2)  # creates the worker thread without flushing
+    assert flushed_share(2) == 0.0
+    yield
+    with runtime.training_runtime(2, False):
+        pass
+
+
+def test_flush_reaches_every_openmp_thread_and_is_restored(ieee: None) -> None:
+    # torch.set_flush_denormal alone sets only the calling thread: the worker's half stays
+    # IEEE (this is why the runtime copies the environment into the OpenMP team)
+    torch.set_flush_denormal(True)
+    partial = flushed_share(2)
+    torch.set_flush_denormal(False)
+    runtime.set_flush_denormal(False, 2)
+    assert 0.0 < partial < 1.0, partial
+    with runtime.training_runtime(2, True) as n:
+        assert n == 2
+        assert flushed_share(2) == 1.0
+        assert flushed_share(1) == 1.0
+    assert flushed_share(2) == 0.0  # the caller's IEEE mode, on every thread
+
+
+def test_ieee_run_inside_a_flushing_caller(ieee: None) -> None:
+    runtime.set_flush_denormal(True, 2)
+    try:
+        with runtime.training_runtime(2, False):
+            assert flushed_share(2) == 0.0
+        assert flushed_share(2) == 1.0  # the caller flushed before: it flushes after
+    finally:
+        runtime.set_flush_denormal(False, 2)
+
+
+def test_threads_applied_and_restored() -> None:
+    torch.set_num_threads(1)
+    outside = blas_threads()
+    with runtime.training_runtime(2, True) as n:
+        assert n == torch.get_num_threads() == 2
+        assert all(t == 2 for t in blas_threads())
+    assert torch.get_num_threads() == 1
+    assert blas_threads() == outside
+    with pytest.raises(RuntimeError), runtime.training_runtime(2, True):
+        raise RuntimeError("a failing run restores too")
+    assert torch.get_num_threads() == 1
+    assert flushed_share(1) == 0.0
+
+
+def test_resolve_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert runtime.available_cores() == cores
+    previous = runtime.set_auto_threads(None)  # tests/conftest.py sets 1
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert runtime.resolve_threads("auto") == cores
+        assert runtime.share_of_cores(1) == cores
+        assert runtime.share_of_cores(cores + 1) == 1  # never 0
+        for env, budget in (("3", 3), (" 7 ", 7), ("0", cores), ("two", cores), ("", cores)):
+            monkeypatch.setenv("OMP_NUM_THREADS", env)
+            assert runtime.resolve_threads("auto") == runtime.thread_budget() == budget
+        monkeypatch.setenv("OMP_NUM_THREADS", "6")
+        assert runtime.share_of_cores(4) == 1 and runtime.share_of_cores(3) == 2
+        assert runtime.set_auto_threads(5) is None
+        assert runtime.resolve_threads("auto") == 5  # a sweep worker's share wins
+        assert runtime.resolve_threads(2) == 2  # an explicit count wins over everything
+    finally:
+        runtime.set_auto_threads(previous)
+    assert runtime.resolve_threads(3) == 3
+    for bad in (0, -1, True, "all", 2.0):
+        with pytest.raises(ValueError, match=r"threads: expected 'auto' or an int >= 1, got"):
+            runtime.resolve_threads(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"threads: expected an int >= 1 or None, got 0"):
+        runtime.set_auto_threads(0)
+    with pytest.raises(ValueError, match=r"concurrent: expected an int >= 1, got 0"):
+        runtime.share_of_cores(0)
+
+
+def test_train_restores_the_callers_settings(tmp_path: Path) -> None:
+    cfg = make_config("demo", overrides=[*SMALL, "train.steps=5", "train.threads=2",
+                                         "measures.information=[]"])
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(False)
+    train_run(cfg, RunDir.create(tmp_path / "r", cfg), progress=False)
+    assert torch.get_num_threads() == 1
+    assert flushed_share(1) == 0.0
+
+
+# --------------------------------------------------------------------------- same metrics
+
+#: past the fit of a small MLP on 100 digits: many AdamW moments have stalled at subnormal
+#: values by step 1500 (about 6k of 30k at threads=1; 1 at step 800)
+LATE = [*SMALL, "train.steps=1500", "data.train_size=100", "data.test_size=200",
+        "train.eval_points=10"]
+
+
+def _subnormal_moments(run: Path) -> int:
+    state = read_checkpoint(run / "checkpoints" / "last.pt", map_location="cpu")["optim"]
+    tiny = torch.finfo(torch.float32).tiny
+    return sum(int(((v.abs() < tiny) & (v != 0)).sum())
+               for s in state["state"].values() for v in s.values()
+               if torch.is_tensor(v) and v.is_floating_point())
+
+
+def test_flushing_leaves_metrics_identical() -> None:
+    """Every value of every record is the same with and without flushing (byte-identical
+    metrics.jsonl, information measures included), on a run where the IEEE run does hold
+    subnormal AdamW moments at the end (so the setting is exercised) and the flushing run
+    holds none (so it was applied).  One thread: this small model's tensors are below
+    torch's grain size, so more threads would run the same code on one of them (the
+    worker threads' flushing is checked above)."""
+    out, subnormal = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for flush in (False, True):
+            cfg = make_config("demo", overrides=[*LATE, "train.threads=1",
+                                                 f"train.flush_denormal={str(flush).lower()}"])
+            path = Path(tmp) / f"flush-{flush}"
+            train_run(cfg, RunDir.create(path, cfg), progress=False)
+            out[flush] = (path / "metrics.jsonl").read_bytes()
+            subnormal[flush] = _subnormal_moments(path)
+    assert subnormal[False] > 0, "the IEEE run never produced subnormals: test is vacuous"
+    assert subnormal[True] == 0
+    assert out[True] == out[False]
+    assert len(out[True].splitlines()) == len(eval_steps(cfg.train.steps, "log", 10))
