@@ -117,11 +117,12 @@ def run_steps(grad_fn: GradFn, opt: torch.optim.Optimizer, sampler: EpochSampler
     return max(n, 0)
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+def _progress(total: int, initial: int, enabled: bool, per: int = 1,
+              postfix: bool = False) -> Any:
+    """tqdm on a terminal; elsewhere a line every 30 s (latephase.train.progress)."""
+    from latephase.train.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, unit="step", disable=not enabled,
-                dynamic_ncols=True, file=sys.stderr, smoothing=0.05)
+    return progress_bar(total, initial, enabled, per=per, postfix=postfix, file=sys.stderr)
 
 
 def _postfix(rec: dict[str, Any], rnc1_key: str) -> str:
@@ -302,7 +303,8 @@ def drive(members: Sequence[Member], advance: Advance, *, progress: bool = True,
     active = [True] * M
     results: list[dict[str, Any] | None] = [None] * M
     step = members[0].step
-    bar = _progress(cfg0.train.steps * M, step * M, progress)
+    bar = _progress(cfg0.train.steps * M, step * M, progress, per=M,
+                    postfix=postfix is not None)
     clock = {"last": time.perf_counter()}
 
     def checkpoint_due() -> bool:  # every <= 0: at every evaluation point only
