@@ -114,12 +114,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from latephase.report.sweep import write_sweep_figures
-    from latephase.sweep import load_spec, run_sweep, summary_text
+    from latephase.sweep import load_spec, run_sweep, summary_text, with_overrides
 
-    if bool(args.spec) == bool(args.preset):
-        raise LatephaseError("give exactly one of SPEC.toml or --preset NAME")
+    files = [i for i in args.items if "=" not in i]
+    overrides = [i for i in args.items if "=" in i]
+    if len(files) > 1 or bool(files) == bool(args.preset):
+        raise LatephaseError("give exactly one of SPEC.toml or --preset NAME (then optional "
+                             f"key=value overrides); got {' '.join(args.items) or 'neither'}"
+                             + (f" and --preset {args.preset}" if args.preset else ""))
     formats, dpi = _figure_options(args)
-    spec = load_spec(args.spec, args.preset)
+    spec = load_spec(files[0] if files else None, args.preset)
+    if overrides or args.name:
+        spec = with_overrides(spec, overrides, args.name)
     summary = run_sweep(spec, args.out, executor=args.executor, workers=args.workers,
                         address=args.address, progress=not args.no_progress)
     print(summary_text(summary))
@@ -285,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--preset", help="show this preset's values (default: the defaults)")
     cf.add_argument("--config", help="TOML file on top of the preset")
     sw = sub.add_parser("sweep", help="run a grid of configs x seeds and summarise it")
-    sw.add_argument("spec", nargs="?", help="sweep spec TOML file")
+    sw.add_argument("items", nargs="*", metavar="[SPEC.toml] [key=value]",
+                    help="sweep spec TOML file (or --preset), then overrides for every run, "
+                         "e.g. train.steps=20000 (the sweep directory is named after them)")
+    sw.add_argument("--name", help="sweep directory name (default: the spec's name, plus "
+                                   "the overrides)")
     sw.add_argument("--preset", help="named sweep preset (fig3-small, paper-fig3)")
     sw.add_argument("--executor", default="local",
                     help="local (process pool, default), ensemble (vectorized MLP ensembles, "

@@ -209,6 +209,44 @@ def load_spec(path: str | Path | None = None, preset: str | None = None) -> Swee
     return spec
 
 
+def with_overrides(spec: SweepSpec, items: Sequence[str], name: str | None = None) -> SweepSpec:
+    """``spec`` with ``key=value`` overrides applied to every run (``latephase sweep --preset
+    fig3-small train.steps=20000``).  The sweep gets its own directory name, ``name`` or the
+    spec's plus the overrides (``fig3-small-steps20000``), so its runs never resume runs of
+    another config.  A grid key or ``seed`` is refused (the grid and ``seeds`` set those)."""
+    import dataclasses
+
+    from latephase.config import parse_overrides
+
+    flat: dict[str, Any] = {}
+
+    def walk(tree: Mapping[str, Any], prefix: str = "") -> None:
+        for k, v in tree.items():
+            if isinstance(v, Mapping):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[prefix + k] = v
+
+    walk(parse_overrides(list(items)))
+    for key in flat:
+        if key in spec.grid:
+            raise ConfigError(f"override {key}: the sweep's grid sets it "
+                              f"({spec.grid[key]}); change the grid in a spec file")
+        if key == "seed":
+            raise ConfigError("override seed: the sweep's seeds set it "
+                              f"({list(spec.seeds)}); set seeds in a spec file")
+    import re
+
+    tag = "-".join(re.sub(r"[^A-Za-z0-9.+]+", "_", _name_part(k, v)).strip("_")
+                   for k, v in flat.items())
+    new = dataclasses.replace(spec, overrides={**spec.overrides, **flat},
+                              name=check_dir_name("sweep name", name or (
+                                  f"{spec.name}-{tag}" if tag else spec.name)))
+    for run in new.runs():
+        new.run_config(run)  # raises ConfigError naming the bad key/value
+    return new
+
+
 # ----------------------------------------------------------------------------- executing
 
 
