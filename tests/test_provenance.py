@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import latephase
 from latephase.config import make_config
 from latephase.runs import RunRecorder, git_revision
+
+from .conftest import SMALL
 
 SRC = Path(latephase.__file__).resolve().parent
 
@@ -26,8 +26,10 @@ def _git(*args: str) -> subprocess.CompletedProcess[str]:
 def test_config_json_provenance(tmp_path: Path) -> None:
     import torch
 
-    cfg = make_config("demo", overrides=["device=auto"])
-    RunRecorder.create(tmp_path / "r", cfg).close()
+    from latephase.api import run
+
+    cfg = make_config("demo", overrides=[*SMALL, "device=auto", "measures.information=[]"])
+    run(cfg, tmp_path, "r", progress=False, figures=False)
     info = json.loads((tmp_path / "r" / "config.json").read_text())
     expected = ("cuda" if torch.cuda.is_available() else
                 "mps" if torch.backends.mps.is_available() else "cpu")
@@ -59,8 +61,8 @@ def test_git_revision_outside_a_checkout_or_without_git(tmp_path: Path, monkeypa
         git_revision.cache_clear()
 
 
-@pytest.mark.parametrize("device", ["cpu"])
-def test_explicit_device_kept(tmp_path: Path, device: str) -> None:
-    RunRecorder.create(tmp_path / "r", make_config("demo", overrides=[f"device={device}"])
-                       ).close()
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["device"] == device
+def test_recorder_without_info_has_git_but_no_device(tmp_path: Path) -> None:
+    RunRecorder.create(tmp_path / "r", make_config("demo")).close()
+    info = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert "device" not in info  # only api.run knows the resolved device
+    assert ("git" in info) == (git_revision() is not None)

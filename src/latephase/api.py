@@ -32,7 +32,8 @@ def run(cfg: Config, out: str | Path = "runs", name: str | None = None, *,
     device = resolve_device(cfg.device)  # an unavailable device fails before anything is written
     data = build_dataset(cfg)
     check_model(cfg, data, device)  # so do a model/data misfit and a model too large to train
-    run_dir = RunDir.create(child_path(out, name or default_run_name(cfg)), cfg)
+    run_dir = RunDir.create(child_path(out, name or default_run_name(cfg)), cfg,
+                            {"device": str(device)})  # provenance: auto resolved
     summary = train(cfg, run_dir, progress=progress, data=data)
     if figures:
         summary["figures"] = [str(p) for p in report(run_dir.path)]

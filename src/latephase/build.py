@@ -59,6 +59,9 @@ def check_registries(cfg: Config) -> None:
     from latephase.measures.probe import estimator_params
 
     estimator_params(cfg.measures)  # estimator parameters: checked once, before any run dir
+    from latephase.integrations.sinks import check_sinks
+
+    check_sinks(cfg)  # logging.tensorboard / logging.wandb: their package must be installed
 
 
 def make_config(preset: str | None = None, config_file: str | Path | None = None,

@@ -232,6 +232,24 @@ class TimescaleConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Sinks fed every record metrics.jsonl gets (metrics.jsonl stays the source of truth)
+    and, at the end, the figures (:mod:`latephase.integrations.sinks`)."""
+
+    tensorboard: bool = field(
+        default=False,
+        metadata=_rng(doc="TensorBoard event files in RUN/tensorboard: scalars per record, "
+                          "figures as images (pip install 'latephase[tensorboard]')"),
+    )
+    wandb: bool = field(
+        default=False,
+        metadata=_rng(doc="log to Weights & Biases; WANDB_MODE=offline needs no network "
+                          "(pip install 'latephase[wandb]')"),
+    )
+    wandb_project: str = field(default="latephase", metadata=_rng(doc="W&B project name"))
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -247,6 +265,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     measures: MeasureConfig = field(default_factory=MeasureConfig)
     timescales: TimescaleConfig = field(default_factory=TimescaleConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -506,6 +506,8 @@ class RunRecorder(RunDir):
         self._lock_fh: IO[bytes] | None = None
         self.metrics_log = _JsonlLog(self.metrics_path, "metrics_append")
         self.margins_log = _JsonlLog(self.margins_path, "margins_append")
+        #: the logging sinks config.json turns on (opened on the first append)
+        self.sinks: list[Any] | None = None
         self._lock()
         self._adopt_existing()
 
@@ -544,15 +546,10 @@ class RunRecorder(RunDir):
     def create(cls, path: str | Path, cfg: Any, info: Mapping[str, Any] | None = None
                ) -> RunRecorder:
         """Create a run directory exclusively (under the lock) and write its config.json:
-        ``{"config": cfg.to_dict(), "seed", "environment", "command", "git", "device",
-        **info}`` (``git``: :func:`git_revision`, when latephase runs from a checkout;
-        ``device``: ``cfg.device`` resolved, e.g. ``auto`` -> ``cpu``)."""
+        ``{"config": cfg.to_dict(), "seed", "environment", "command", "git", **info}``
+        (``git``: :func:`git_revision`, when latephase runs from a checkout; ``info`` from
+        :func:`latephase.api.run` holds ``device``, ``cfg.device`` resolved: auto -> cpu)."""
         p = Path(path)
-        info = dict(info or {})
-        if cfg is not None and "device" not in info:  # "auto" resolved: what really ran
-            from latephase.train.loop import resolve_device
-
-            info["device"] = str(resolve_device(cfg.device))
         try:
             p.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -574,7 +571,7 @@ class RunRecorder(RunDir):
             revision = git_revision()
             if revision is not None:
                 content.update(git=revision)
-            content.update(info)
+            content.update(info or {})
             atomic_write_text(rec.config_path, json.dumps(content, indent=2,
                                                           default=_json_default) + "\n")
             rec.write_summary({"status": Status.RUNNING, "step": 0})
@@ -607,6 +604,34 @@ class RunRecorder(RunDir):
         if lists:
             self.margins_log.append({"step": record["step"], **lists})
         self.metrics_log.append(scalars)
+        self._feed_sinks(scalars)
+
+    def _feed_sinks(self, scalars: Mapping[str, Any]) -> None:
+        """Copy a record to the sinks of ``logging.*`` (latephase.integrations.sinks), after
+        metrics.jsonl has it.  A failing sink warns once and is dropped: the run goes on."""
+        if self.sinks is None:
+            self.sinks = []
+            cfg = self.info().get("config") if self.config_path.exists() else None
+            logging = (cfg or {}).get("logging") if isinstance(cfg, dict) else None
+            if isinstance(logging, dict) and any(logging.values()):
+                from latephase.integrations.sinks import open_sinks
+
+                try:
+                    self.sinks = open_sinks(self.path, self.info())
+                except Exception as exc:
+                    warnings.warn(f"{self.path.name}: logging sinks not opened ({exc}); "
+                                  "metrics.jsonl has every record", RuntimeWarning,
+                                  stacklevel=3)
+        for sink in list(self.sinks):
+            try:
+                sink.record(scalars)
+            except Exception as exc:
+                warnings.warn(f"{self.path.name}: {type(sink).__name__} failed ({exc}); "
+                              "it is dropped, metrics.jsonl has every record",
+                              RuntimeWarning, stacklevel=3)
+                self.sinks.remove(sink)
+                with contextlib.suppress(Exception):
+                    sink.close()
 
     def sync(self) -> None:
         self.metrics_log.sync()
@@ -697,6 +722,10 @@ class RunRecorder(RunDir):
         return json.loads(dumps(summary))
 
     def close(self) -> None:
+        for sink in getattr(self, "sinks", None) or []:
+            with contextlib.suppress(Exception):
+                sink.close()
+        self.sinks = None
         self.metrics_log.close()
         self.margins_log.close()
         if self._lock_fh is not None:

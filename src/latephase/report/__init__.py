@@ -206,6 +206,10 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png",),
     fig = layers_rnc1(ctx)
     if fig is not None:
         written += _save(fig, out_dir / "layers_rnc1", formats, dpi)
+    from latephase.integrations.sinks import log_figures
+
+    # logging.tensorboard / wandb: the PNGs as images, at the last recorded step
+    log_figures(run.path, ctx.info, written, int(ctx.d["step"].max()))
     return written
 
 
