@@ -79,7 +79,9 @@ class TensorBoardSink:
 class WandbSink:
     """``wandb.log(scalars, step=step)`` per record, figures as ``wandb.Image`` at the end.
     The W&B run id is derived from the run directory's path, so a resumed run continues the
-    same W&B run (``resume="allow"``); ``WANDB_MODE=offline`` writes ``RUN/wandb/`` only."""
+    same W&B run (``resume="allow"``), and so do the figures logged after training (offline:
+    a second ``offline-run-*`` directory with the same id, merged by ``wandb sync``);
+    ``WANDB_MODE=offline`` writes ``RUN/wandb/`` only and needs no network."""
 
     def __init__(self, run_dir: Path, info: Mapping[str, Any]) -> None:
         import wandb
