@@ -1,38 +1,48 @@
 # latephase: `make run` reproduces the paper's grokking demo, `make test` runs the tests.
-# Both create .venv on first use.  torch is pinned to the CPU build first (see README),
-# then the package is installed with a range that build satisfies.
+# Both create .venv on first use.  `make run` installs what running needs (`pip install -e .`);
+# `make test` adds the dev tools (`.[dev]`: pytest, ruff, mypy, Ray, TensorBoard, Lightning).
+# torch is installed first, from TORCH_INDEX when given (see README, "Set-up"):
+#   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu    # CPU build, no CUDA wheels
+# Without TORCH_INDEX pip's own index is used (on Linux PyPI's torch is the CUDA build).
 
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-TORCH  ?= torch==2.13.0
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+RUNTIME     := $(VENV)/.installed-runtime
+DEV         := $(VENV)/.installed-dev
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
 .PHONY: install run test test-fast lint bench clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(TORCH_FROM) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $(DEV)
 
-install: $(STAMP)
+install: $(DEV)
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(BIN)/latephase run --preset demo
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(DEV)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(RUNTIME)
 	$(BIN)/latephase bench
 
 clean:
