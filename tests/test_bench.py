@@ -128,3 +128,20 @@ def test_measure_main_run_and_projection() -> None:
     assert rows["late step / floor  (target <= 1.3)"] == f"{m.t_late / m.floor:.2f}"
     assert any(k.startswith("projected demo run (1000 steps") for k in rows)
     set_flush_denormal(False, 1)
+
+
+def test_ensemble_throughput_script_on_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/ensemble_throughput.py (what benchmarks/gpu.sh runs on CUDA) on the CPU:
+    its projection is the sweep's member-steps over the printed rate."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "ensemble_throughput.py"
+    spec = importlib.util.spec_from_file_location("ensemble_throughput", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--device", "cpu", "--members", "2", "--steps", "3",
+                        "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 members x 3 steps" in out
+    assert "paper-fig3: 30 runs, 5,000,000 member-steps" in out  # 4 x 5 x 1e5 + 2 x 5 x 3e5
