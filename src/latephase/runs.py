@@ -558,7 +558,13 @@ class RunRecorder(RunDir):
         except OSError as exc:
             raise RunDirError(f"cannot create run directory {str(p)!r}: {exc.strerror}"
                               ) from None
-        rec = cls(p)
+        try:
+            rec = cls(p)
+        except RunDirBusy:
+            if (p / CONFIG).exists():
+                raise RunDirBusy(f"run directory {str(p)!r} already holds a run, and another "
+                                 "writer has it open; choose another --name") from None
+            raise
         try:
             if rec.config_path.exists():
                 raise RunDirError(
