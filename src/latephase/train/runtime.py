@@ -14,9 +14,14 @@ through ``threadpoolctl``.  (On an oversubscribed machine more threads can be mu
 BLAS and OpenMP workers spin while they wait for a core.)
 
 Subnormal floats.  Late in a run, after the training set is fit, most of AdamW's ``exp_avg``
-and part of ``exp_avg_sq`` are subnormal float32 numbers (|x| < 2**-126), and x86 arithmetic
-on them is up to ~100x slower.  Flushing them (FTZ: subnormal results are written as 0; DAZ:
-subnormal inputs read as 0) changes nothing the float32 weights can resolve.  The x86 MXCSR
+and part of ``exp_avg_sq`` are subnormal float32 numbers (|x| < 2**-126): the moments of
+parameters whose gradient is exactly zero stall there under IEEE rounding (0.9 x 4 ulps
+rounds back to 4).  Many x86 CPUs compute on subnormals through slow microcode assists (the
+main run took 240 s instead of 131 s on the machine issue 12 was measured on); on an AMD
+EPYC the fused AdamW step on such a state is only 1.1-1.3x slower.  Flushing them (FTZ:
+subnormal results are written as 0; DAZ: subnormal inputs read as 0) changes nothing the
+float32 weights can resolve: a short run's metrics.jsonl is byte-identical either way
+(tests/train/test_runtime.py).  The x86 MXCSR
 register that holds FTZ/DAZ is per thread and ``torch.set_flush_denormal`` sets only the
 calling thread's; OpenMP workers inherit it only when they are created.  So the calling
 thread's floating-point environment (``fegetenv``) is copied into every thread of its
