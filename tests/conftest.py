@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from latephase.config import Config, make_config
+from latephase.train.runtime import set_auto_threads
 
 torch.set_num_threads(1)
+set_auto_threads(1)  # train.threads = "auto" trains on one thread here too
 
 SMALL = [
     "train.steps=120",

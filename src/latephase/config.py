@@ -183,7 +183,16 @@ class TrainConfig:
     checkpoint_every_s: float = field(
         default=30.0, metadata=_rng(0.0, doc="seconds between checkpoints (0 = every evaluation)")
     )
-    threads: int = field(default=1, metadata=_rng(1, COUNT_MAX, doc="torch intra-op threads"))
+    threads: int | str = field(
+        default="auto",
+        metadata=_rng(1, COUNT_MAX, choices=("auto",),
+                      doc="torch/BLAS threads: 'auto' (every core; in a sweep cores // runs at "
+                          "once) or an int"),
+    )
+    flush_denormal: bool = field(
+        default=True, metadata=_rng(doc="flush subnormal floats to zero while training "
+                                        "(false: IEEE subnormals, slower late in a run)")
+    )
     fast_mlp: bool = field(
         default=True, metadata=_rng(doc="hand-derived MLP backward (false: autograd)")
     )
@@ -301,6 +310,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.lower() == "none" and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:  # int | str: the first type the value fits
+            for a in inner:
+                try:
+                    return _coerce(key, value, a)
+                except ConfigError:
+                    pass
+            names = " or ".join(_type_name(a) for a in inner)
+            raise ConfigError(f"{key}: expected {names}, got {_show(value)}")
         return _coerce(key, value, inner[0])
     if origin is tuple:
         if not isinstance(value, list | tuple):
@@ -359,8 +376,10 @@ def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
     for v in vals:
         if v is None:
             continue
-        if choices is not None and v not in choices:
-            raise ConfigError(f"{key}: {unknown_choice('value', v, choices)}")
+        if choices is not None and isinstance(v, str) and v not in choices:
+            rng = "" if meta.get("lo") is None else (  # int | str: a word or a number
+                f", or an int in {_format_range(*_valid_range(0, meta))}")
+            raise ConfigError(f"{key}: {unknown_choice('value', v, choices)}{rng}")
         if isinstance(v, int | float) and not isinstance(v, bool):
             lo, hi, lo_open, hi_open = _valid_range(v, meta)
             rng = _format_range(lo, hi, lo_open, hi_open)

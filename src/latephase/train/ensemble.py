@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
-from threadpoolctl import threadpool_limits
 
 from latephase.config import Config
 from latephase.data import Dataset, build_dataset
@@ -37,6 +36,7 @@ from latephase.train.loop import (
     move_dataset,
     resolve_device,
 )
+from latephase.train.runtime import in_training_runtime
 
 #: config keys that may differ between the members of one ensemble
 MEMBER_KEYS = ("seed", "optim.lr", "optim.weight_decay", "name")
@@ -145,6 +145,7 @@ def ensemble_step(stack: StackedMLP, opts: Sequence[torch.optim.Optimizer],
             opt.step()
 
 
+@in_training_runtime
 def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bool = False,
                    progress: bool = True, data: Dataset | None = None,
                    stop_after: int | None = None) -> list[dict[str, Any]]:
@@ -166,8 +167,6 @@ def train_ensemble(cfgs: Sequence[Config], runs: Sequence[RunDir], *, resume: bo
     if reason:
         raise ConfigError(f"cannot train as an ensemble: {reason}")
     cfg0 = cfgs[0]
-    torch.set_num_threads(cfg0.train.threads)
-    threadpool_limits(cfg0.train.threads)
     device = resolve_device(cfg0.device)
     data = move_dataset(build_dataset(cfg0.data) if data is None else data, device)
     members: list[Member] = []

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from latephase.config import Config
@@ -37,6 +36,7 @@ from latephase.train.grad import GradFn, make_grad_fn
 # (defined in losses.py, optim.py and schedule.py; re-exported here)
 from latephase.train.losses import LOSSES, SSE, CrossEntropy  # noqa: E402, F401
 from latephase.train.optim import OPTIMIZERS, LeanAdamW, _adamw, _sgd  # noqa: E402, F401
+from latephase.train.runtime import in_training_runtime
 from latephase.train.schedule import (  # noqa: E402, F401
     SCHEDULES,
     _log_schedule,
@@ -384,6 +384,7 @@ def drive(members: Sequence[Member], advance: Advance, *, progress: bool = True,
     return [r for r in results if r is not None]
 
 
+@in_training_runtime
 def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = True,
           data: Dataset | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``run`` (continuing from its checkpoint when ``resume``).
@@ -391,8 +392,6 @@ def train(cfg: Config, run: RunDir, *, resume: bool = False, progress: bool = Tr
     Returns the summary written to summary.json.  ``stop_after`` (tests) interrupts the run
     right after that many optimizer steps, saving a checkpoint as a Ctrl-C would.
     """
-    torch.set_num_threads(cfg.train.threads)
-    threadpool_limits(cfg.train.threads)  # NumPy/SciPy BLAS (estimators): same thread budget
     device = resolve_device(cfg.device)
     data = move_dataset(build_dataset(cfg.data) if data is None else data, device)
     recorder = RunRecorder.take(run)
