@@ -27,3 +27,22 @@ SMALL = [
 def small_cfg() -> Config:
     """The demo setting shrunk to run in about a second."""
     return make_config("demo", overrides=list(SMALL))
+
+
+#: a two-run-per-point weight-decay sweep of tiny demo runs (the sweep tests share it)
+SWEEP_BASE = """
+name = "t"
+preset = "demo"
+seeds = [0, 1]
+[overrides]
+"train.steps" = 60
+"model.widths" = [16]
+"data.train_size" = 100
+"data.test_size" = 100
+"train.eval_schedule" = "log"
+"train.eval_points" = 8
+"train.checkpoint_every_s" = 0
+"measures.information" = []
+[grid]
+"optim.weight_decay" = [0.3, 0.1]
+"""

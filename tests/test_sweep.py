@@ -17,22 +17,9 @@ from latephase.cli import main
 from latephase.errors import ConfigError
 from latephase.sweep import load_spec, loglog_fit, mean_ci, predictions, run_sweep
 
-BASE = """
-name = "t"
-preset = "demo"
-seeds = [0, 1]
-[overrides]
-"train.steps" = 60
-"model.widths" = [16]
-"data.train_size" = 100
-"data.test_size" = 100
-"train.eval_schedule" = "log"
-"train.eval_points" = 8
-"train.checkpoint_every_s" = 0
-"measures.information" = []
-[grid]
-"optim.weight_decay" = [0.3, 0.1]
-"""
+from .conftest import SWEEP_BASE
+
+BASE = SWEEP_BASE
 
 
 def _spec(tmp_path: Path, text: str = BASE) -> Path:

@@ -14,21 +14,9 @@ from latephase.cli import main
 from latephase.errors import ConfigError
 from latephase.sweep import load_spec, with_overrides
 
-SPEC = """
-preset = "demo"
-seeds = [0, 1]
-[overrides]
-"train.steps" = 60
-"model.widths" = [16]
-"data.train_size" = 100
-"data.test_size" = 100
-"train.eval_schedule" = "log"
-"train.eval_points" = 8
-"train.checkpoint_every_s" = 0
-"measures.information" = []
-[grid]
-"optim.weight_decay" = [0.3, 0.1]
-"""
+from .conftest import SWEEP_BASE
+
+SPEC = SWEEP_BASE.replace('name = "t"\n', "")  # named after its overrides
 
 
 def test_with_overrides(tmp_path: Path) -> None:

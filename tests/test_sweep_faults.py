@@ -20,22 +20,9 @@ from latephase.cli import main
 from latephase.errors import ConfigError
 from latephase.sweep import SweepSpec, load_spec, run_sweep, summary_text
 
-BASE = """
-name = "t"
-preset = "demo"
-seeds = [0, 1]
-[overrides]
-"train.steps" = 60
-"model.widths" = [16]
-"data.train_size" = 100
-"data.test_size" = 100
-"train.eval_schedule" = "log"
-"train.eval_points" = 8
-"train.checkpoint_every_s" = 0
-"measures.information" = []
-[grid]
-"optim.weight_decay" = [0.3]
-"""
+from .conftest import SWEEP_BASE
+
+BASE = SWEEP_BASE.replace("[0.3, 0.1]", "[0.3]")  # one grid point
 EXECUTORS = ["local", "ensemble"]
 
 
