@@ -32,6 +32,7 @@ DEBUG_ENV = "LATEPHASE_DEBUG"
 DESCRIPTION = ("Reproduce and measure late-phase training dynamics: grokking, "
                "information-bottleneck compression and neural collapse "
                "(Sakamoto & Sato, ICLR 2026).")
+SHELLS = ("bash", "zsh", "tcsh")
 EPILOG = ("Start with 'latephase run --preset demo' (30k steps, about 75 s on one CPU core); "
           "'latephase COMMAND --help' lists a command's options.")
 
@@ -233,6 +234,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """Print a shell completion script generated from the parser (optional package shtab)."""
+    try:
+        import shtab
+    except ImportError:
+        raise LatephaseError("shell completion needs the shtab package: "
+                             "pip install 'latephase[completion]'") from None
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from latephase.bench import main as bench_main
 
@@ -242,7 +254,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "report": cmd_report, "presets": cmd_presets, "bench": cmd_bench,
     "sweep": cmd_sweep, "datasets": cmd_datasets, "compare": cmd_compare,
-    "export": cmd_export, "config": cmd_config,
+    "export": cmd_export, "config": cmd_config, "completion": cmd_completion,
 }
 
 
@@ -310,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "where they are read from")
     b = sub.add_parser("bench", help="training and evaluation throughput benchmark")
     b.add_argument("--quick", action="store_true", help="fewer repetitions")
+    comp = sub.add_parser("completion", help="print a shell completion script (needs shtab), "
+                                             "e.g. latephase completion bash > ~/.latephase.bash")
+    comp.add_argument("shell", choices=SHELLS)
     return p
 
 
