@@ -245,6 +245,17 @@ def cmd_completion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forecast_eval(args: argparse.Namespace) -> int:
+    from latephase.forecast import evaluate, write_evaluation
+
+    formats, dpi = _figure_options(args)
+    ev = evaluate(args.sweeps, allow_calibration_runs=args.allow_calibration_runs)
+    print(ev.markdown())
+    for f in write_evaluation(ev, args.out, formats, dpi):
+        print(f)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from latephase.bench import main as bench_main
 
@@ -255,6 +266,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run, "report": cmd_report, "presets": cmd_presets, "bench": cmd_bench,
     "sweep": cmd_sweep, "datasets": cmd_datasets, "compare": cmd_compare,
     "export": cmd_export, "config": cmd_config, "completion": cmd_completion,
+    "forecast-eval": cmd_forecast_eval,
 }
 
 
@@ -317,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default="runs", help="parent directory of the sweep directory")
     sw.add_argument("--no-progress", action="store_true")
     _add_figure_options(sw)
+    fe = sub.add_parser("forecast-eval", help="evaluate the grokking forecaster and its "
+                                              "baselines on runs it was not calibrated on")
+    fe.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR", help="sweep or run directories")
+    fe.add_argument("--out", default="forecast-eval", help="output directory (tables, figure)")
+    fe.add_argument("--allow-calibration-runs", action="store_true",
+                    help="evaluate calibration runs too (with a warning) instead of refusing")
+    _add_figure_options(fe)
     sub.add_parser("presets", help="list the named presets")
     sub.add_parser("datasets", help="list the datasets, whether they are available, and "
                                     "where they are read from")
