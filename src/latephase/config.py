@@ -241,6 +241,18 @@ class TimescaleConfig:
 
 
 @dataclass(frozen=True)
+class ForecastConfig:
+    """The online grokking forecast (:mod:`latephase.forecast`): each evaluation record gets
+    ``forecast/t_grok`` with its interval, from the records up to that step only."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=_rng(doc="forecast t_grok at every evaluation point (on for the MLP presets; "
+                          "its constants are calibrated on fig3-small)"),
+    )
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Sinks fed every record metrics.jsonl gets (metrics.jsonl stays the source of truth)
     and, at the end, the figures (:mod:`latephase.integrations.sinks`)."""
@@ -274,6 +286,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     measures: MeasureConfig = field(default_factory=MeasureConfig)
     timescales: TimescaleConfig = field(default_factory=TimescaleConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,10 @@ A record (one line of metrics.jsonl) maps keys to values:
   information estimator of :data:`latephase.measures.information.ESTIMATORS`; a quantity
   ending in ``_se`` is the standard error of the quantity before it, one ending in
   ``_null`` its shuffled-pairs null;
-- un-prefixed parameter norms (``weight_norm``, ``head_norm``, ...).
+- un-prefixed parameter norms (``weight_norm``, ``head_norm``, ...);
+- ``forecast/{quantity}`` for the online grokking forecast (:mod:`latephase.forecast`):
+  ``t_grok``, ``t_grok_lo``, ``t_grok_hi`` (NaN while there is none); ``forecast`` is not a
+  split name.
 
 Estimator names are passed in (``estimators=``) rather than imported, so this module needs
 nothing else of the package.
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 STEP = "step"
 SEP = "/"
+FORECAST = "forecast"
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,18 @@ def parse_key(key: str, estimators: Collection[str] = ()) -> Key | None:
 
     Layer names may themselves contain dots but not ``/``."""
     parts = key.split(SEP)
-    if len(parts) < 2:
+    if len(parts) < 2 or parts[0] == FORECAST:
         return None
     split, *middle, measure = parts
     estimator = None
     if middle and middle[-1] in estimators:
         estimator = middle.pop()
     return Key(split, measure, SEP.join(middle), estimator)
+
+
+def forecast_key(quantity: str) -> str:
+    """``forecast/{quantity}``."""
+    return f"{FORECAST}{SEP}{quantity}"
 
 
 def splits_of(keys: Iterable[str]) -> list[str]:

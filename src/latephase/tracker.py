@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latephase.errors import TrackerError
+from latephase.keys import FORECAST, forecast_key
 from latephase.measures import (
     PENULTIMATE,
     LossFn,
@@ -157,6 +158,62 @@ def _is_tensor_split(spec: object) -> TypeGuard[tuple[torch.Tensor, Any]]:
     return isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], torch.Tensor)
 
 
+FORECAST_FIELDS = ("t_grok", "t_grok_lo", "t_grok_hi")
+
+
+def _forecast_options(value: Any) -> Any:
+    """``forecast=``: False/None (off), True (the defaults) or a ForecastOptions."""
+    if value is None or value is False:
+        return None
+    from latephase.forecast import ForecastOptions
+
+    if value is True:
+        return ForecastOptions()
+    if not isinstance(value, ForecastOptions):
+        raise TrackerError(f"forecast={value!r:.60}: expected True, False or a "
+                           "latephase.forecast.ForecastOptions")
+    return value
+
+
+def forecast_now(records: Sequence[Mapping[str, Any]], options: Any, *, train_split: str,
+                 heldout_split: str, thresholds: Any = None) -> Any:
+    """:func:`latephase.forecast.forecast` on ``records`` (those up to the last one) with the
+    thresholds of ``thresholds`` (a TimescaleConfig; default: its defaults)."""
+    from latephase.config import TimescaleConfig
+    from latephase.forecast import forecast
+
+    th = TimescaleConfig() if thresholds is None else thresholds
+    return forecast(records, options, train_split=train_split, heldout_split=heldout_split,
+                    grok_threshold=th.grok_threshold, fit_threshold=th.fit_threshold,
+                    collapse_fraction=th.collapse_fraction)
+
+
+def forecast_fields(fc: Any) -> dict[str, float]:
+    """A forecast's record values ``forecast/t_grok``, ``_lo``, ``_hi`` (NaN where none)."""
+    out = {}
+    for q in FORECAST_FIELDS:
+        v = getattr(fc, q)
+        out[forecast_key(q)] = float("nan") if v is None else float(v)
+    return out
+
+
+def forecast_summary(history: Sequence[tuple[int, Any]], options: Any) -> dict[str, Any]:
+    """summary.json's ``forecast``: the options, then per evaluation step the status and
+    t_grok with its interval (columns), and the last forecast."""
+    import dataclasses
+
+    cols: dict[str, list[Any]] = {"step": [], "status": [],
+                                  **{q: [] for q in FORECAST_FIELDS}}
+    for step, fc in history:
+        cols["step"].append(step)
+        cols["status"].append(fc.status)
+        for q in FORECAST_FIELDS:
+            v = getattr(fc, q)
+            cols[q].append(None if v is None or not float(v) == float(v) else float(v))
+    last = {k: v[-1] for k, v in cols.items()} if history else {}
+    return {"options": dataclasses.asdict(options), "last": last, "history": cols}
+
+
 def _floating(x: torch.Tensor) -> torch.Tensor:
     """Inputs/features as float64 when NumPy cannot hold their dtype (bfloat16, half)."""
     return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float64)
@@ -201,6 +258,11 @@ class Tracker:
       kept rows); ``seed`` seeds that subsample and the row keys.
     - ``margin_pair`` (a, b): record the signed margins of the class-a and class-b rows for the
       paper's Figure 2 (None: off).  ``keep_rows``: at most this many rows are kept (None: all).
+    - ``forecast``: True (or a :class:`latephase.forecast.ForecastOptions`) adds the online
+      grokking forecast to each record, ``forecast/t_grok``, ``forecast/t_grok_lo``,
+      ``forecast/t_grok_hi`` (NaN while there is none), from the records up to that step only,
+      and its history to summary.json; default False (its constants are calibrated on the
+      paper's MNIST MLP; see ``latephase forecast-eval``).
 
     **Split rules.** ``train_split`` (default ``"train"``) is the training set: its accuracy and
     RNC1 give t_fit and t_collapse (a run without a split of that name has none).
@@ -246,6 +308,7 @@ class Tracker:
                  information_n: int | None = 1000, seed: int = 0, batch_size: int = 5000,
                  keep_rows: int | None = 100_000,
                  margin_pair: tuple[int, int] | None = (0, 1),
+                 forecast: Any = False,
                  run_dir: str | Path | RunDir | None = None) -> None:
         self.model = model
         self.head_name, self.head = _find_head(model, head)
@@ -280,6 +343,7 @@ class Tracker:
             raise TrackerError(f"information: unknown estimator {unknown[0]!r}; valid choices: "
                                f"{', '.join(sorted(ESTIMATORS))}")
         self.margin_pair = self._margin_pair(margin_pair)
+        self.forecast = _forecast_options(forecast)
         self.keys = RowKeys(seed)
         self.probes: dict[tuple[str, str], InfoProbe] = {}
         self._probe_rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # keys, labels
@@ -289,6 +353,7 @@ class Tracker:
         self._closed = False
         self.run = self._open_run(run_dir)
         self.records: list[dict[str, Any]] = []
+        self.forecasts: list[tuple[int, Any]] = []  # (step, Forecast) when forecast is on
 
     # ------------------------------------------------------------------ arguments
     def _check_splits(self, splits: Mapping[str, SplitSpec]) -> dict[str, SplitSpec]:
@@ -296,9 +361,10 @@ class Tracker:
             raise TrackerError(f"splits must be a non-empty mapping name -> data; got "
                                f"{splits!r:.60}; pass e.g. splits={{'train': (x, y)}}")
         for name, spec in splits.items():
-            if not isinstance(name, str) or not name or "/" in name:
+            if not isinstance(name, str) or not name or "/" in name or name == FORECAST:
                 raise TrackerError(f"split name {name!r} is not valid: use a non-empty string "
-                                   "without '/' (record keys are '<split>/<measure>')")
+                                   "without '/' (record keys are '<split>/<measure>'), "
+                                   f"other than {FORECAST!r}")
             if _is_tensor_split(spec):
                 x, y = spec
                 y = self._labels(y, name)
@@ -514,6 +580,11 @@ class Tracker:
             raise TrackerError(f"evaluate(step={step}): steps must increase; the last "
                                f"evaluation was at step {self.records[-1]['step']}")
         record: dict[str, Any] = {"step": step, **self.measure()}
+        if self.forecast is not None and self.train_split and self.heldout_split:
+            fc = forecast_now([*self.records, record], self.forecast,
+                              train_split=self.train_split, heldout_split=self.heldout_split)
+            record.update(forecast_fields(fc))
+            self.forecasts.append((step, fc))
         self.records.append(record)
         if self.run is not None and not self._closed:
             self.run.append(record)
@@ -536,8 +607,10 @@ class Tracker:
         and release the run directory.  Calling it again does nothing."""
         if self.run is not None and not self._closed:
             try:
+                extra = ({"forecast": forecast_summary(self.forecasts, self.forecast)}
+                         if self.forecasts else {})
                 self.run.finish(Status(status), timescales=self._timescales,
-                                updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                                updated=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
             finally:
                 self.run.close()
                 self._closed = True

@@ -23,13 +23,13 @@ from torch import nn
 from latephase.config import Config
 from latephase.data import Dataset, build_dataset
 from latephase.errors import RunDirError
-from latephase.keys import record_key
+from latephase.keys import forecast_key, record_key
 from latephase.measures import PENULTIMATE
 from latephase.measures.probe import estimator_params
 from latephase.models import build_model
 from latephase.runs import RunDir, RunRecorder, Status
 from latephase.timescales import compute_timescales
-from latephase.tracker import Tracker
+from latephase.tracker import Tracker, forecast_fields, forecast_now, forecast_summary
 from latephase.train.grad import GradFn, make_grad_fn
 
 # ----------------------------------------------------------------------------- registries
@@ -128,7 +128,25 @@ def _progress(total: int, initial: int, enabled: bool, per: int = 1,
 def _postfix(rec: dict[str, Any], rnc1_key: str) -> str:
     train, test = rec.get(record_key("train", "acc"), math.nan), rec.get(
         record_key("test", "acc"), math.nan)
-    return f"train {train:.3f} | test {test:.3f} | RNC1 {rec.get(rnc1_key, math.nan):.3g}"
+    text = f"train {train:.3f} | test {test:.3f} | RNC1 {rec.get(rnc1_key, math.nan):.3g}"
+    return text + forecast_eta(rec)
+
+
+def _steps_text(s: float) -> str:
+    return f"{s / 1000:.1f}k" if s >= 1000 else f"{s:.0f}"
+
+
+def forecast_eta(rec: dict[str, Any]) -> str:
+    """`` | grok ~35.2k [28.0k-41.3k]`` from a record's forecast (empty without one)."""
+    t = rec.get(forecast_key("t_grok"), math.nan)
+    if not isinstance(t, float) or not math.isfinite(t):
+        return ""
+    lo, hi = (rec.get(forecast_key(q), math.nan) for q in ("t_grok_lo", "t_grok_hi"))
+    if t <= rec.get("step", math.inf):
+        return f" | grokked {_steps_text(t)}"
+    band = (f" [{_steps_text(lo)}-{_steps_text(hi)}]"
+            if math.isfinite(lo) and math.isfinite(hi) else "")
+    return f" | grok ~{_steps_text(t)}{band}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -153,6 +171,18 @@ def move_dataset(data: Dataset, device: torch.device) -> Dataset:
     return dataclasses.replace(data, x_train=data.x_train.to(device),
                                y_train=data.y_train.to(device), x_test=data.x_test.to(device),
                                y_test=data.y_test.to(device))
+
+
+def forecast_options(cfg: Config) -> Any:
+    """The run's :class:`latephase.forecast.ForecastOptions` (None: ``forecast.enabled`` off)
+    from the ``forecast.*`` config keys of the same names."""
+    if not cfg.forecast.enabled:
+        return None
+    from latephase.forecast import ForecastOptions
+
+    names = {f.name for f in dataclasses.fields(ForecastOptions)}
+    return ForecastOptions(**{k: v for k, v in dataclasses.asdict(cfg.forecast).items()
+                              if k in names})
 
 
 def nonfinite_reason(model: nn.Module) -> str | None:
@@ -197,6 +227,9 @@ class Member:
                                seed=m.information_seed, batch_size=cfg.train.eval_batch_size)
         self.step = self.done = 0
         self.wall_before = 0.0
+        self.history: list[dict[str, Any]] = []  # the records so far (the forecast reads them)
+        self.forecast = forecast_options(cfg)
+        self.forecasts: list[tuple[int, Any]] = []  # (step, Forecast) of this session
         covered: list[int] = []
         if resume:
             ck = self.run.verify_resume(map_location=device)  # raises before touching files
@@ -208,7 +241,8 @@ class Member:
                 self.step, self.done = int(ck["step"]), int(ck["evals_done"])
                 self.wall_before = float(ck["wall_time"])
             self.run.commit_resume()
-            covered = [int(r["step"]) for r in self.run.records()]
+            self.history = self.run.records()
+            covered = [int(r["step"]) for r in self.history]
         planned = eval_steps(cfg.train.steps, cfg.train.eval_schedule, cfg.train.eval_points)
         self.schedule = covered + [s for s in planned if s > (covered[-1] if covered else -1)]
         self.t0 = time.perf_counter()
@@ -232,12 +266,29 @@ class Member:
         """Measure at the current step and append the record (then checkpoint if asked)."""
         t = time.perf_counter()
         self.last = record = {"step": self.step, **self.tracker.measure()}
+        self.history.append(record)
+        if self.forecast is not None:
+            fc = self._forecast(len(self.history))
+            record.update(forecast_fields(fc))
+            self.forecasts.append((self.step, fc))
         self.times["eval"] += time.perf_counter() - t
         self.run.append(record)
         self.done += 1
         if checkpoint:
             self.checkpoint()
         return record
+
+    def _forecast(self, n: int) -> Any:
+        """The forecast from the first ``n`` records."""
+        return forecast_now(self.history[:n], self.forecast, train_split="train",
+                            heldout_split="test", thresholds=self.cfg.timescales)
+
+    def forecast_history(self) -> list[tuple[int, Any]]:
+        """(step, Forecast) at every record: this session's, and recomputed (the forecast is
+        a pure function of the records before it) for records from before a resume."""
+        earlier = len(self.history) - len(self.forecasts)
+        return [*((int(self.history[i]["step"]), self._forecast(i + 1))
+                  for i in range(earlier)), *self.forecasts]
 
     @property
     def diverged(self) -> str | None:
@@ -264,6 +315,8 @@ class Member:
             session_train_s=self.times["train"], session_eval_s=self.times["eval"],
             information_params={f"{s}/{layer}".rstrip("/"): p.params
                                 for (s, layer), p in self.tracker.probes.items()},
+            **({"forecast": forecast_summary(self.forecast_history(), self.forecast)}
+               if self.forecast is not None and self.history else {}),
             **extra)
 
     def finish_diverged(self, reason: str) -> dict[str, Any]:
