@@ -154,3 +154,45 @@ def test_ensemble_members_carry_the_forecast(tmp_path: Path) -> None:
     solo, member = _records(tmp_path / "solo"), _records(tmp_path / "m1")
     assert [r[k] for r in solo for k in KEYS] == pytest.approx(
         [r[k] for r in member for k in KEYS], rel=1e-6, nan_ok=True)  # float32 GEMM blocking
+
+
+def test_a_failing_forecaster_does_not_end_the_run(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import latephase.forecast
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(latephase.forecast, "forecast", broken)
+    cfg = make_config("demo", overrides=[*FITS, "train.steps=100"])
+    with pytest.warns(RuntimeWarning, match="forecast failed.*injected"):
+        summary = train(cfg, RunDir.create(tmp_path / "r", cfg), progress=False)
+    assert summary["status"] == "finished"
+    assert all(math.isnan(r[KEYS[0]]) for r in _records(tmp_path / "r"))
+    assert set(summary["forecast"]["history"]["status"]) == {"error"}
+
+
+def test_forecast_figure_draws_future_forecasts_only() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from latephase.report.common import Context, Splits
+    from latephase.report.forecast import forecast_figure
+
+    nan = math.nan
+    steps = [0.0, 100.0, 200.0, 300.0, 400.0]
+    t = [nan, nan, 900.0, 800.0, 350.0]  # the last one is in the past (already grokked)
+    df = pd.DataFrame({"step": steps, KEYS[0]: t, KEYS[1]: [nan, nan, 700.0, 700.0, 350.0],
+                       KEYS[2]: [nan, nan, 1200.0, 900.0, 350.0]})
+    splits = Splits("train", "test", ())
+    fig = forecast_figure(Context(df, {"t_grok": 350.0, "t_fit": 150.0}, splits))
+    assert fig is not None
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    drawn = lines["forecast of t_grok"]
+    assert list(drawn.get_xdata()) == [200.0, 300.0] and list(drawn.get_ydata()) == [900.0, 800.0]
+    assert "t_grok reached = 350" in lines
+    past = df.assign(**{KEYS[0]: [nan, nan, 150.0, 250.0, 350.0]})
+    assert forecast_figure(Context(past, {}, splits)) is None
+    assert forecast_figure(Context(df.drop(columns=KEYS), {}, splits)) is None

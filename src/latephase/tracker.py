@@ -172,7 +172,7 @@ def _forecast_options(value: Any) -> Any:
     if not isinstance(value, ForecastOptions):
         raise TrackerError(f"forecast={value!r:.60}: expected True, False or a "
                            "latephase.forecast.ForecastOptions")
-    return value
+    return value.validate()
 
 
 def forecast_now(records: Sequence[Mapping[str, Any]], options: Any, *, train_split: str,
@@ -180,12 +180,18 @@ def forecast_now(records: Sequence[Mapping[str, Any]], options: Any, *, train_sp
     """:func:`latephase.forecast.forecast` on ``records`` (those up to the last one) with the
     thresholds of ``thresholds`` (a TimescaleConfig; default: its defaults)."""
     from latephase.config import TimescaleConfig
-    from latephase.forecast import forecast
+    from latephase.forecast import Forecast, forecast
 
     th = TimescaleConfig() if thresholds is None else thresholds
-    return forecast(records, options, train_split=train_split, heldout_split=heldout_split,
-                    grok_threshold=th.grok_threshold, fit_threshold=th.fit_threshold,
-                    collapse_fraction=th.collapse_fraction)
+    try:
+        return forecast(records, options, train_split=train_split, heldout_split=heldout_split,
+                        grok_threshold=th.grok_threshold, fit_threshold=th.fit_threshold,
+                        collapse_fraction=th.collapse_fraction)
+    except Exception as exc:  # a forecaster bug must not end a training run: warn, go on
+        reason = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"forecast failed at step {records[-1].get('step')}: {reason}; its "
+                      "record gets NaN (status 'error')", RuntimeWarning, stacklevel=2)
+        return Forecast(step=records[-1].get("step"), status="error", reason=reason)
 
 
 def forecast_fields(fc: Any) -> dict[str, float]:

@@ -29,6 +29,7 @@ from latephase.report.common import (
     setup,
     splits_in,
 )
+from latephase.report.forecast import forecast_figure
 from latephase.report.information import (
     figure4,
     info_split,
@@ -206,6 +207,9 @@ def write_figures(run_dir: str | Path, formats: Sequence[str] = ("png",),
     fig = layers_rnc1(ctx)
     if fig is not None:
         written += _save(fig, out_dir / "layers_rnc1", formats, dpi)
+    fig = forecast_figure(ctx)
+    if fig is not None:
+        written += _save(fig, out_dir / "forecast", formats, dpi)
     from latephase.integrations.sinks import log_figures
 
     # logging.tensorboard / wandb: the PNGs as images, at the last recorded step

@@ -182,7 +182,7 @@ def forecast_options(cfg: Config) -> Any:
 
     names = {f.name for f in dataclasses.fields(ForecastOptions)}
     return ForecastOptions(**{k: v for k, v in dataclasses.asdict(cfg.forecast).items()
-                              if k in names})
+                              if k in names}).validate()
 
 
 def nonfinite_reason(model: nn.Module) -> str | None:
