@@ -45,6 +45,7 @@ def synthetic(seed: int, k: float = K, sigma: float = SIGMA, steps: float = 2000
 def options(**kw: Any) -> fc.ForecastOptions:
     """Absolute level at LEVEL * R0, no level spread: the interval is the fit's only."""
     base = dict(signal="train_rnc1", model="exp", level_mode="absolute", window=16,
+                handoff="none",
                 level=LEVEL * R0, level_lo=LEVEL * R0, level_hi=LEVEL * R0, confidence=0.9)
     return fc.ForecastOptions(**{**base, **kw})
 
@@ -198,6 +199,31 @@ def test_accuracy_extrapolation_recovers_a_logistic_curve() -> None:
     assert f.t_grok == pytest.approx(truth, rel=1e-9)
 
 
+def test_handoff_reports_the_accuracy_forecast_once_it_has_one(tmp_path: Path) -> None:
+    """handoff="accuracy": at each step of a recorded run the forecast is the accuracy
+    baseline's when that is ok (reason says so), else the collapse fit's; collapse_fit is
+    the forecast with handoff="none"."""
+    run = fc.load_run([d for d in calib_runs(tmp_path) if d.name == "wd0.01-seed1"][0])
+    opt = fc.ForecastOptions()
+    both = zip(fc.forecast_history(run.records, opt),
+               fc.forecast_history(run.records, opt, method="accuracy"),
+               fc.forecast_history(run.records, opt, method="collapse_fit"), strict=True)
+    kinds = set()
+    for f, acc, fit in both:
+        assert f.t_collapse == fit.t_collapse
+        if f.status == "grokked":
+            continue
+        if acc.status == "ok":
+            assert (f.t_grok, f.t_grok_lo, f.t_grok_hi) == (acc.t_grok, acc.t_grok_lo,
+                                                            acc.t_grok_hi)
+            assert f.reason == "handoff to accuracy"
+            kinds.add("handoff")
+        else:
+            assert (f.status, f.t_grok, f.t_grok_hi) == (fit.status, fit.t_grok, fit.t_grok_hi)
+            kinds.add(fit.status)
+    assert kinds == {"handoff", "ok", "not_yet"}
+
+
 def test_inverse_wd_is_c_over_lambda() -> None:
     recs = synthetic(0)[:50]
     opt = options(inverse_wd_c=1234.0)
@@ -212,6 +238,7 @@ def test_inverse_wd_is_c_over_lambda() -> None:
     ({"signal": "loss"}, r"signal.*'loss'.*heldout_nc1"),
     ({"model": "cubic"}, r"model.*'cubic'.*exp, power"),
     ({"level_mode": "both"}, r"level_mode.*'both'"),
+    ({"handoff": "oracle"}, r"handoff.*'oracle'.*accuracy, none"),
     ({"window": 2}, r"window=2: expected an integer >= 3"),
     ({"window": 4, "min_points": 5}, r"window=4: expected >= min_points \(5\)"),
     ({"level": -1.0}, r"level=-1.0: expected a finite number > 0"),
@@ -260,7 +287,7 @@ def test_recorded_run_forecast_equals_an_independent_fit(tmp_path: Path) -> None
     of log train RNC1 at level * RNC1(t_fit) (rel 1e-9: float64 arithmetic on ~16 points);
     the observed t_grok after the crossing equals compute_timescales'."""
     run = fc.load_run([d for d in calib_runs(tmp_path) if d.name == "wd0.1-seed0"][0])
-    opt = fc.ForecastOptions()
+    opt = dataclasses.replace(fc.ForecastOptions(), handoff="none")
     ts = compute_timescales(run.records, TimescaleConfig())
     assert (run.t_fit, run.t_grok) == (ts["t_fit"], ts["t_grok"])
     t = max(r["step"] for r in run.records if r["step"] <= 0.75 * run.t_grok)

@@ -19,6 +19,14 @@ it carries both the fit's uncertainty and the spread of the level across calibra
 A fit whose slope is not significantly of the right sign (the Fieller set is unbounded) says
 "not_yet".
 
+What the calibration data showed (and the ``handoff`` option): train RNC1 has contracted only
+to 0.67-0.92 of its t_fit value when held-out accuracy crosses 0.8, so the collapse fit gives
+the only forecast early (lead > 0.5) but a coarse one; once held-out accuracy itself rises, its
+extrapolation is better.  ``handoff="accuracy"`` reports the accuracy extrapolation as soon as
+that has a forecast (and the collapse fit before); ``"none"`` keeps the collapse fit
+throughout (method ``collapse_fit`` in :data:`METHODS`).  t_collapse always comes from the
+collapse fit of train RNC1.
+
 Statuses (:data:`STATUSES`): ``not_yet`` (no forecast: before t_fit, too few post-fit points,
 no contraction yet, a forecast farther than ``max_ratio`` x t), ``ok``, ``grokked`` (held-out
 accuracy has crossed: the observed t_grok is reported), ``never`` (the method forecasts that
@@ -87,6 +95,9 @@ MODELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 _MODEL_INV: dict[str, Callable[[float], float]] = {"exp": lambda x: x, "power": math.exp}
 
 LEVEL_MODES = ("relative", "absolute")
+#: handoff choices: the baseline whose forecast replaces the collapse fit once it has one
+#: (filled in below, after the baselines are defined)
+HANDOFFS: dict[str, Callable[..., Forecast] | None] = {"none": None}
 
 
 # ---------------------------------------------------------------------------- options
@@ -106,7 +117,7 @@ class ForecastOptions:
         "collapse signal fitted after t_fit: " + ", ".join(SIGNALS)))
     model: str = field(default="exp", metadata=_doc(
         "model form of log(signal): exp (linear in step), power (linear in log step)"))
-    window: int = field(default=16, metadata=_doc(
+    window: int = field(default=8, metadata=_doc(
         "number of most recent post-fit evaluation points in the fit (>= min_points)"))
     min_points: int = field(default=5, metadata=_doc(
         "fewer post-fit points than this: not_yet (>= 3: the fit needs a residual)"))
@@ -120,6 +131,9 @@ class ForecastOptions:
         "highest calibration level (interval end)"))
     confidence: float = field(default=0.9, metadata=_doc(
         "confidence of the Fieller interval of the fit, in (0, 1)"))
+    handoff: str = field(default="accuracy", metadata=_doc(
+        "once this baseline gives a forecast, report it instead of the collapse fit: "
+        "accuracy (held-out accuracy extrapolation), none (the collapse fit throughout)"))
     max_ratio: float = field(default=20.0, metadata=_doc(
         "a forecast later than max_ratio x the current step is not_yet (> 1)"))
     acc_window: int = field(default=8, metadata=_doc(
@@ -137,6 +151,7 @@ class ForecastOptions:
         _check_choice("signal", self.signal, SIGNALS)
         _check_choice("model", self.model, MODELS)
         _check_choice("level_mode", self.level_mode, LEVEL_MODES)
+        _check_choice("handoff", self.handoff, HANDOFFS)
         for name in ("window", "min_points", "acc_window"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 3:
@@ -393,6 +408,15 @@ def forecast(records: Sequence[Mapping[str, Any]], options: ForecastOptions | No
     targets = [math.log(ref * lv) for lv in (opt.level, opt.level_hi, opt.level_lo)]
     res, why = _extrapolate(steps, _log_positive(vals), opt.model, targets, -1.0,
                             opt.confidence, ctx.now, opt.max_ratio)
+    handoff = HANDOFFS[opt.handoff]
+    if handoff is not None:
+        h = handoff(records, opt, train_split=train_split, heldout_split=heldout_split,
+                    grok_threshold=grok_threshold, fit_threshold=fit_threshold,
+                    collapse_fraction=collapse_fraction)
+        if h.status == "ok":
+            return Forecast(status="ok", reason=f"handoff to {h.method}", t_grok=h.t_grok,
+                            t_grok_lo=h.t_grok_lo, t_grok_hi=h.t_grok_hi,
+                            **base)  # type: ignore[arg-type]
     if res is None:
         return Forecast(status="not_yet", reason=why, **base)  # type: ignore[arg-type]
     return Forecast(status="ok", t_grok=res[0], t_grok_lo=res[1], t_grok_hi=res[2],
@@ -471,9 +495,20 @@ def inverse_wd(records: Sequence[Mapping[str, Any]], options: ForecastOptions | 
     return Forecast(ctx.now, "ok", "", "inverse_wd", t, t, t)
 
 
+HANDOFFS["accuracy"] = accuracy_extrapolation
+
+
+def collapse_fit(records: Sequence[Mapping[str, Any]], options: ForecastOptions | None = None,
+                 **kwargs: Any) -> Forecast:
+    """:func:`forecast` with ``handoff="none"``: the collapse fit alone, for comparison."""
+    opt = dataclasses.replace(options or ForecastOptions(), handoff="none")
+    return dataclasses.replace(forecast(records, opt, **kwargs), method="collapse_fit")
+
+
 #: forecasting methods, one signature: (records, options, *, splits, thresholds, weight_decay)
 METHODS: dict[str, Callable[..., Forecast]] = {
-    "collapse": forecast, "accuracy": accuracy_extrapolation, "inverse_wd": inverse_wd,
+    "collapse": forecast, "collapse_fit": collapse_fit, "accuracy": accuracy_extrapolation,
+    "inverse_wd": inverse_wd,
 }
 
 
@@ -565,7 +600,7 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 #: candidates :func:`calibrate` chooses among (every combination)
 CALIBRATION_GRID: dict[str, tuple[Any, ...]] = {
     "signal": tuple(SIGNALS), "model": tuple(MODELS), "level_mode": LEVEL_MODES,
-    "window": (8, 16, 32),
+    "window": (8, 16, 32), "handoff": tuple(HANDOFFS),
 }
 ACC_WINDOWS = (8, 16, 32)
 
@@ -608,16 +643,20 @@ def calibrate(run_dirs: Iterable[str | Path], base: ForecastOptions | None = Non
 
     For every combination of :data:`CALIBRATION_GRID`: the levels of the signal at each run's
     t_grok give ``level`` (median), ``level_lo`` / ``level_hi`` (min / max); the combination
-    with the lowest :func:`_score` wins.  ``acc_window`` is chosen the same way for the
-    accuracy baseline.  ``inverse_wd_c`` = t_grok x lambda of ONE run: the one whose weight
-    decay is the median of the calibration weight decays (lowest seed name first).
+    with the lowest :func:`_score` wins.  ``acc_window`` is chosen first, the same way, for
+    the accuracy baseline (and the handoff).  ``inverse_wd_c`` = t_grok x lambda of ONE run:
+    the one whose weight decay is the median of the calibration weight decays (lowest seed
+    name first).
     ``calibrated_on``: the runs' config digests."""
-    base = base or ForecastOptions()
+    start = base or ForecastOptions()
     runs = [load_run(p) for p in find_runs(run_dirs)]
     bad = [r.name for r in runs if r.t_grok is None or r.t_fit is None]
     if bad or len(runs) < 2:
         raise ForecastError(f"calibrate needs >= 2 runs that fit and grok; got {len(runs)}"
                             + (f", of which {', '.join(bad)} do not" if bad else ""))
+    acc = min(ACC_WINDOWS, key=lambda w: _score(
+        runs, dataclasses.replace(start, acc_window=w), "accuracy"))
+    base = dataclasses.replace(start, acc_window=acc)
     best: tuple[float, ForecastOptions] | None = None
     grid = CALIBRATION_GRID
     for signal in grid["signal"]:
@@ -627,21 +666,21 @@ def calibrate(run_dirs: Iterable[str | Path], base: ForecastOptions | None = Non
                 continue
             for model in grid["model"]:
                 for window in grid["window"]:
-                    cand = dataclasses.replace(
-                        base, signal=signal, model=model, level_mode=mode, window=window,
-                        level=float(np.median(lv)), level_lo=min(lv), level_hi=max(lv))
-                    sc = _score(runs, cand, "collapse")
-                    if best is None or sc < best[0]:
-                        best = (sc, cand)
+                    for handoff in grid["handoff"]:
+                        cand = dataclasses.replace(
+                            base, signal=signal, model=model, level_mode=mode,
+                            window=window, handoff=handoff, level=float(np.median(lv)),
+                            level_lo=min(lv), level_hi=max(lv))
+                        sc = _score(runs, cand, "collapse")
+                        if best is None or sc < best[0]:
+                            best = (sc, cand)
     assert best is not None  # noqa: S101
-    acc = min(ACC_WINDOWS, key=lambda w: _score(
-        runs, dataclasses.replace(best[1], acc_window=w), "accuracy"))
     wds = sorted(r.weight_decay for r in runs)
     mid = wds[(len(wds) - 1) // 2]
     one = sorted((r for r in runs if r.weight_decay == mid), key=lambda r: r.name)[0]
     assert one.t_grok is not None  # noqa: S101
     return dataclasses.replace(
-        best[1], acc_window=acc, inverse_wd_c=one.t_grok * one.weight_decay,
+        best[1], inverse_wd_c=one.t_grok * one.weight_decay,
         inverse_wd_run=one.name, calibrated_on=",".join(sorted(r.digest for r in runs)))
 
 
