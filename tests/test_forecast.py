@@ -201,27 +201,29 @@ def test_accuracy_extrapolation_recovers_a_logistic_curve() -> None:
 
 def test_handoff_reports_the_accuracy_forecast_once_it_has_one(tmp_path: Path) -> None:
     """handoff="accuracy": at each step of a recorded run the forecast is the accuracy
-    baseline's when that is ok (reason says so), else the collapse fit's; collapse_fit is
-    the forecast with handoff="none"."""
+    baseline's when that is ok and held-out accuracy >= handoff_fraction x grok_threshold
+    (reason says so), else the collapse fit's; collapse_fit is the forecast with
+    handoff="none"; t_collapse always the collapse fit's."""
     run = fc.load_run([d for d in calib_runs(tmp_path) if d.name == "wd0.01-seed1"][0])
     opt = fc.ForecastOptions()
-    both = zip(fc.forecast_history(run.records, opt),
+    gate = opt.handoff_fraction * run.grok_threshold
+    both = zip(run.records, fc.forecast_history(run.records, opt),
                fc.forecast_history(run.records, opt, method="accuracy"),
                fc.forecast_history(run.records, opt, method="collapse_fit"), strict=True)
     kinds = set()
-    for f, acc, fit in both:
+    for rec, f, acc, fit in both:
         assert f.t_collapse == fit.t_collapse
         if f.status == "grokked":
             continue
-        if acc.status == "ok":
+        if acc.status == "ok" and rec[GROK] >= gate:
             assert (f.t_grok, f.t_grok_lo, f.t_grok_hi) == (acc.t_grok, acc.t_grok_lo,
                                                             acc.t_grok_hi)
             assert f.reason == "handoff to accuracy"
             kinds.add("handoff")
         else:
             assert (f.status, f.t_grok, f.t_grok_hi) == (fit.status, fit.t_grok, fit.t_grok_hi)
-            kinds.add(fit.status)
-    assert kinds == {"handoff", "ok", "not_yet"}
+            kinds.add(fit.status + (" while accuracy ok" if acc.status == "ok" else ""))
+    assert kinds == {"handoff", "ok", "not_yet", "ok while accuracy ok"}
 
 
 def test_inverse_wd_is_c_over_lambda() -> None:
@@ -239,6 +241,7 @@ def test_inverse_wd_is_c_over_lambda() -> None:
     ({"model": "cubic"}, r"model.*'cubic'.*exp, power"),
     ({"level_mode": "both"}, r"level_mode.*'both'"),
     ({"handoff": "oracle"}, r"handoff.*'oracle'.*accuracy, none"),
+    ({"handoff_fraction": 1.0}, r"handoff_fraction=1.0: expected a number in \[0, 1\)"),
     ({"window": 2}, r"window=2: expected an integer >= 3"),
     ({"window": 4, "min_points": 5}, r"window=4: expected >= min_points \(5\)"),
     ({"level": -1.0}, r"level=-1.0: expected a finite number > 0"),

@@ -22,8 +22,9 @@ A fit whose slope is not significantly of the right sign (the Fieller set is unb
 What the calibration data showed (and the ``handoff`` option): train RNC1 has contracted only
 to 0.67-0.92 of its t_fit value when held-out accuracy crosses 0.8, so the collapse fit gives
 the only forecast early (lead > 0.5) but a coarse one; once held-out accuracy itself rises, its
-extrapolation is better.  ``handoff="accuracy"`` reports the accuracy extrapolation as soon as
-that has a forecast (and the collapse fit before); ``"none"`` keeps the collapse fit
+extrapolation is better.  ``handoff="accuracy"`` reports the accuracy extrapolation once that
+has a forecast and held-out accuracy has reached ``handoff_fraction`` x grok_threshold (the
+collapse fit before); ``"none"`` keeps the collapse fit
 throughout (method ``collapse_fit`` in :data:`METHODS`).  t_collapse always comes from the
 collapse fit of train RNC1.
 
@@ -134,6 +135,8 @@ class ForecastOptions:
     handoff: str = field(default="accuracy", metadata=_doc(
         "once this baseline gives a forecast, report it instead of the collapse fit: "
         "accuracy (held-out accuracy extrapolation), none (the collapse fit throughout)"))
+    handoff_fraction: float = field(default=0.375, metadata=_doc(
+        "hand off only once held-out accuracy >= handoff_fraction x grok_threshold, [0, 1)"))
     max_ratio: float = field(default=20.0, metadata=_doc(
         "a forecast later than max_ratio x the current step is not_yet (> 1)"))
     acc_window: int = field(default=8, metadata=_doc(
@@ -170,6 +173,9 @@ class ForecastOptions:
         if not _is_real(self.confidence) or not 0.0 < self.confidence < 1.0:
             raise ForecastError(f"forecast option confidence={self.confidence!r}: expected a "
                                 "number in (0, 1)")
+        if not _is_real(self.handoff_fraction) or not 0.0 <= self.handoff_fraction < 1.0:
+            raise ForecastError(f"forecast option handoff_fraction={self.handoff_fraction!r}: "
+                                "expected a number in [0, 1)")
         if not _is_real(self.max_ratio) or not self.max_ratio > 1.0:
             raise ForecastError(f"forecast option max_ratio={self.max_ratio!r}: expected a "
                                 "number > 1")
@@ -409,7 +415,10 @@ def forecast(records: Sequence[Mapping[str, Any]], options: ForecastOptions | No
     res, why = _extrapolate(steps, _log_positive(vals), opt.model, targets, -1.0,
                             opt.confidence, ctx.now, opt.max_ratio)
     handoff = HANDOFFS[opt.handoff]
-    if handoff is not None:
+    acc_now = ctx.cols[record_key(heldout_split, "acc")]
+    acc_now = acc_now[np.isfinite(acc_now)]
+    if handoff is not None and len(acc_now) and \
+            acc_now[-1] >= opt.handoff_fraction * grok_threshold:
         h = handoff(records, opt, train_split=train_split, heldout_split=heldout_split,
                     grok_threshold=grok_threshold, fit_threshold=fit_threshold,
                     collapse_fraction=collapse_fraction)
@@ -477,7 +486,7 @@ def inverse_wd(records: Sequence[Mapping[str, Any]], options: ForecastOptions | 
                grok_threshold: float = 0.8, fit_threshold: float = 0.99,
                collapse_fraction: float = 0.5, weight_decay: float | None = None) -> Forecast:
     """Baseline: t_grok = inverse_wd_c / weight_decay (Theorem 4.3's 1/lambda scaling, the
-    constant from one calibration run); no interval (lo = hi = point).  Weight decay 0:
+    constant from one calibration run); no interval (lo, hi None).  Weight decay 0:
     status ``never``.  Gated like the others (not_yet before t_fit)."""
     opt = (options or ForecastOptions()).validate()
     _check_thresholds(grok_threshold, fit_threshold, collapse_fraction)
@@ -492,7 +501,7 @@ def inverse_wd(records: Sequence[Mapping[str, Any]], options: ForecastOptions | 
         return Forecast(ctx.now, "never", "weight decay 0: c / lambda is infinite",
                         "inverse_wd")
     t = max(opt.inverse_wd_c / weight_decay, float(ctx.now or 0.0))
-    return Forecast(ctx.now, "ok", "", "inverse_wd", t, t, t)
+    return Forecast(ctx.now, "ok", "", "inverse_wd", t)
 
 
 HANDOFFS["accuracy"] = accuracy_extrapolation
@@ -603,6 +612,7 @@ CALIBRATION_GRID: dict[str, tuple[Any, ...]] = {
     "window": (8, 16, 32), "handoff": tuple(HANDOFFS),
 }
 ACC_WINDOWS = (8, 16, 32)
+HANDOFF_FRACTIONS = (0.0, 0.25, 0.375, 0.5, 0.625)
 
 
 def _levels(runs: Sequence[Run], signal: str, mode: str) -> list[float]:
@@ -644,7 +654,8 @@ def calibrate(run_dirs: Iterable[str | Path], base: ForecastOptions | None = Non
     For every combination of :data:`CALIBRATION_GRID`: the levels of the signal at each run's
     t_grok give ``level`` (median), ``level_lo`` / ``level_hi`` (min / max); the combination
     with the lowest :func:`_score` wins.  ``acc_window`` is chosen first, the same way, for
-    the accuracy baseline (and the handoff).  ``inverse_wd_c`` = t_grok x lambda of ONE run:
+    the accuracy baseline (and the handoff); ``handoff_fraction`` last, among
+    :data:`HANDOFF_FRACTIONS`, for the winner.  ``inverse_wd_c`` = t_grok x lambda of ONE run:
     the one whose weight decay is the median of the calibration weight decays (lowest seed
     name first).
     ``calibrated_on``: the runs' config digests."""
@@ -675,12 +686,17 @@ def calibrate(run_dirs: Iterable[str | Path], base: ForecastOptions | None = Non
                         if best is None or sc < best[0]:
                             best = (sc, cand)
     assert best is not None  # noqa: S101
+    chosen = best[1]
+    if chosen.handoff != "none":
+        frac = min(HANDOFF_FRACTIONS, key=lambda h: _score(
+            runs, dataclasses.replace(chosen, handoff_fraction=h), "collapse"))
+        chosen = dataclasses.replace(chosen, handoff_fraction=frac)
     wds = sorted(r.weight_decay for r in runs)
     mid = wds[(len(wds) - 1) // 2]
     one = sorted((r for r in runs if r.weight_decay == mid), key=lambda r: r.name)[0]
     assert one.t_grok is not None  # noqa: S101
     return dataclasses.replace(
-        best[1], inverse_wd_c=one.t_grok * one.weight_decay,
+        chosen, inverse_wd_c=one.t_grok * one.weight_decay,
         inverse_wd_run=one.name, calibrated_on=",".join(sorted(r.digest for r in runs)))
 
 
@@ -860,8 +876,8 @@ def write_evaluation(ev: Evaluation, out: str | Path, formats: Sequence[str] = (
     files = [d / "forecast_eval.md", d / "forecast_eval.json", d / "forecast_eval.csv",
              d / "forecast_eval_points.csv"]
     files[0].write_text(ev.markdown() + "\n")
-    files[1].write_text(json.dumps({"table": ev.table, "summary": ev.summary,
-                                    "runs": ev.runs}, indent=1, default=str))
+    files[1].write_text(json.dumps(_finite({"table": ev.table, "summary": ev.summary,
+                                            "runs": ev.runs}), indent=1, allow_nan=False))
     for path, rows in ((files[2], ev.table), (files[3], ev.points)):
         cols = list(dict.fromkeys(k for r in rows for k in r))
         with path.open("w", newline="") as fh:
@@ -871,6 +887,17 @@ def write_evaluation(ev: Evaluation, out: str | Path, formats: Sequence[str] = (
     return files + _figure(ev, d / "forecast_eval", formats, dpi)
 
 
+def _finite(obj: Any) -> Any:
+    """NaN / inf -> None, recursively (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _figure(ev: Evaluation, stem: Path, formats: Sequence[str], dpi: float) -> list[Path]:
     import matplotlib
 
@@ -878,26 +905,35 @@ def _figure(ev: Evaluation, stem: Path, formats: Sequence[str], dpi: float) -> l
     import matplotlib.pyplot as plt
 
     methods = list(dict.fromkeys(r["method"] for r in ev.table))
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.0, 6.4), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1.3]})
     centers = np.array([(lo + hi) / 2 for lo, hi in LEAD_BINS])
     for i, m in enumerate(methods):
         rows = [r for r in ev.table if r["method"] == m]
-        x = centers + (i - (len(methods) - 1) / 2) * 0.025
+        x = centers + (i - (len(methods) - 1) / 2) * 0.04
         y = np.array([r["median_error"] for r in rows], dtype=float)
         err = np.array([[r["median_error"] - r["q25"] for r in rows],
                         [r["q75"] - r["median_error"] for r in rows]], dtype=float)
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=m)
+        line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=m)
         for xi, yi, r in zip(x, y, rows, strict=True):
             if math.isfinite(yi):
-                ax.annotate(f"n={r['n_forecasts']}", (xi, yi), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+                ax.annotate(f"{r['n_forecasts']}/{r['n_runs']}r", (xi, yi),
+                            textcoords="offset points", xytext=(3, -10 if i % 2 else 4),
+                            fontsize=6, color=line[0].get_color())
+        ax2.plot(x, [1 - r["not_yet"] if math.isfinite(r["not_yet"]) else math.nan
+                     for r in rows], marker="o", color=line[0].get_color())
     ax.set_yscale("log")
-    ax.set_xlabel("lead time (t_grok - t) / t_grok")
-    ax.set_ylabel("|t_hat - t_grok| / t_grok (median, IQR)")
-    ax.set_xticks(centers, [r["lead"] for r in ev.table[:len(LEAD_BINS)]])
-    ax.set_title(f"grokking forecast error vs lead time ({len(ev.runs)} runs)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.set_ylabel("|t_hat - t_grok| / t_grok\n(median, IQR bars)")
+    ax2.set_xlabel("lead time (t_grok - t) / t_grok")
+    ax2.set_ylabel("fraction of points\nwith a forecast")
+    ax2.set_ylim(-0.05, 1.05)
+    ax2.set_xticks(centers, [r["lead"] for r in ev.table[:len(LEAD_BINS)]])
+    n_grok = len({p["run"] for p in ev.points if p["kind"] == "grok"})
+    ax.set_title(f"grokking forecast error vs lead time ({n_grok} grokking runs of "
+                 f"{len(ev.runs)}; labels: forecasts/runs)", fontsize=9)
+    for a in (ax, ax2):
+        a.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     out = []
     for fmt in formats:
