@@ -30,10 +30,9 @@ malformed input (shapes, labels, parameters) raises :class:`~latephase.errors.Co
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +48,8 @@ __all__ = [
     "ESTIMATORS",
     "PARAMS",
     "InfoResult",
+    "NhsicSide",
+    "WhitenedX",
     "binning",
     "check_params",
     "cmi_ksg",
@@ -431,34 +432,109 @@ def _jackknife_combine(loo: list[dict[str, float]]) -> dict[str, float]:
 # k-NN estimators
 
 
-def _kl_entropy(a: FloatArray, k: int) -> float:
-    """Kozachenko-Leonenko entropy (nats) of samples a [n, d]:
+class _Neighbours:
+    """Each row's L nearest OTHER rows of a point set ``a`` [n, d] in the p-norm (one k-d
+    tree query, sorted by distance), from which the distance to the k-th nearest other row
+    among any subset of kept rows is read without a new search.  ``spare`` = L - k: a
+    jackknife replicate deletes ~1/G of the rows, so with 3 spare entries a list runs short
+    (more than 3 of its k + 3 rows deleted) for ~1e-3 of the rows at G = 10; those rows are
+    searched exactly by brute force (same distances).  ``spare=0`` for the whole sample only.
+    """
+
+    def __init__(self, a: FloatArray, k: int, p: float, spare: int = 3) -> None:
+        n = a.shape[0]
+        self.a, self.k, self.p = a, k, p
+        q = min(n, k + spare + 1)  # itself and L = q - 1 others
+        dist, idx = cKDTree(a).query(a, k=q, p=p)
+        dist, idx = np.reshape(dist, (n, q)), np.reshape(idx, (n, q))
+        # drop the row itself (a duplicate may come first: look it up by index)
+        order = np.argsort(idx == np.arange(n)[:, None], axis=1, kind="stable")[:, : q - 1]
+        self.dist = np.take_along_axis(dist, order, axis=1)  # [n, L]
+        self.idx = np.take_along_axis(idx, order, axis=1)
+
+    def kth(self, keep: NDArray[np.bool_]) -> FloatArray:
+        """[R, n] distance from each row to its k-th nearest other row among those kept in
+        ``keep`` [R, n] (inf where fewer than k other rows are kept)."""
+        r, n = keep.shape
+        if self.idx.shape[1] == 0:  # a single row: no other row
+            return np.full((r, n), np.inf)
+        cum = np.cumsum(keep[:, self.idx], axis=2, dtype=np.int32)  # [R, n, L]
+        pos = np.argmax(cum >= self.k, axis=2)
+        out = self.dist[np.arange(n)[None, :], pos]
+        for g, i in zip(*np.nonzero(cum[:, :, -1] < self.k), strict=True):
+            others = np.flatnonzero(keep[g])
+            others = others[others != i]
+            if others.size < self.k:
+                out[g, i] = np.inf
+                continue
+            diff = np.abs(self.a[others] - self.a[i])
+            d = diff.max(axis=1) if math.isinf(self.p) else np.sqrt(np.sum(diff**2, axis=1))
+            out[g, i] = np.partition(d, self.k - 1)[self.k - 1]
+        return out
+
+
+def _kl_entropies(rho: FloatArray, keep: NDArray[np.bool_], k: int, d: int) -> FloatArray:
+    """Kozachenko-Leonenko entropy (nats) of the kept rows of each replicate [R]:
 
     h = psi(n) - psi(k) + log V_d + (d/n) sum_i log rho_i,  V_d = pi^(d/2) / Gamma(d/2 + 1),
-    rho_i the Euclidean distance from a_i to its k-th nearest other sample.
+    n the kept rows, rho_i [R, n] the Euclidean distance from row i to its k-th nearest other
+    kept row.  NaN where n <= k or a kept rho_i is 0.
     """
-    n, d = a.shape
-    if n <= k:
-        return NAN
-    dist, _ = cKDTree(a).query(a, k=k + 1)  # column 0 is the point itself
-    rho = dist[:, k]
-    if np.any(rho <= 0.0):
-        return NAN
-    log_vd = 0.5 * d * math.log(math.pi) - special.gammaln(0.5 * d + 1.0)
-    return float(special.digamma(n) - special.digamma(k) + log_vd + d * np.mean(np.log(rho)))
+    n_kept = keep.sum(axis=1)
+    bad = (n_kept <= k) | np.any(keep & ~(rho > 0.0), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(np.where(keep & (rho > 0.0), rho, 1.0)).sum(axis=1)
+        log_vd = 0.5 * d * math.log(math.pi) - special.gammaln(0.5 * d + 1.0)
+        h = special.digamma(n_kept) - special.digamma(k) + log_vd + d * logs / n_kept
+    return np.where(bad, NAN, h)
 
 
-def _kl_mi(zw: FloatArray, xw: FloatArray, y: IntArray, k: int) -> dict[str, float]:
-    """3H estimates on whitened, jittered samples (see :func:`kl_knn`)."""
-    n = zw.shape[0]
-    h_z = _kl_entropy(zw, k)
-    izx = h_z + _kl_entropy(xw, k) - _kl_entropy(np.hstack([zw, xw]), k)
-    h_z_y = 0.0
-    for c in np.unique(y):
-        rows = y == c
-        h_z_y += float(rows.sum()) / n * _kl_entropy(zw[rows], k)
+def _kl_mi(zw: FloatArray, xw: FloatArray, y: IntArray, k: int, keep: NDArray[np.bool_],
+           near_x: _Neighbours | None = None,
+           h_zx: tuple[FloatArray, FloatArray] | None = None) -> dict[str, FloatArray]:
+    """3H estimates on whitened, jittered samples (see :func:`kl_knn`) for each row mask of
+    ``keep`` [R, n] (the whole sample, jackknife replicates): one neighbour search per point
+    set (Z, X, (Z, X), Z within each class), every replicate read from it.  ``near_x``: X's
+    neighbour lists, if already known (they depend on X only); ``h_zx``: h(Z) and h(X) [R]
+    if already known (the shuffled null re-pairs the rows, its marginal sets are the same)."""
+    dz, dx = zw.shape[1], xw.shape[1]
+    spare = 3 if keep.shape[0] > 1 else 0
+    if h_zx is None:
+        near_x = near_x if near_x is not None else _Neighbours(xw, k, 2.0, spare)
+        h_z = _kl_entropies(_Neighbours(zw, k, 2.0, spare).kth(keep), keep, k, dz)
+        h_x = _kl_entropies(near_x.kth(keep), keep, k, dx)
+    else:
+        h_z, h_x = h_zx
+    near_j = _Neighbours(np.hstack([zw, xw]), k, 2.0, spare)
+    h_j = _kl_entropies(near_j.kth(keep), keep, k, dz + dx)
+    izx = h_z + h_x - h_j
+    n_kept = keep.sum(axis=1)
+    h_z_y = np.zeros(keep.shape[0])
+    for c in np.unique(y):  # a loop over classes, not samples
+        rows = np.flatnonzero(y == c)
+        kc = keep[:, rows]
+        n_c = kc.sum(axis=1)
+        h_c = _kl_entropies(_Neighbours(zw[rows], k, 2.0, spare).kth(kc), kc, k, dz)
+        h_z_y += np.where(n_c > 0, n_c / n_kept * np.where(n_c > 0, h_c, 0.0), 0.0)
     izy = h_z - h_z_y
-    return {"izx": float(izx), "izy": float(izy), "redundancy": float(izx - izy)}
+    return {"izx": izx, "izy": izy, "redundancy": izx - izy, "h_z": h_z, "h_x": h_x}
+
+
+def _replicate_masks(n: int, groups: list[IntArray]) -> NDArray[np.bool_]:
+    """[1 + G, n] row masks: every row, then every row but group g (delete-a-group
+    jackknife)."""
+    keep = np.ones((1 + len(groups), n), dtype=bool)
+    for g, rows in enumerate(groups):
+        keep[1 + g, rows] = False
+    return keep
+
+
+def _split_replicates(values: Mapping[str, FloatArray]) -> tuple[dict[str, float],
+                                                                  list[dict[str, float]]]:
+    """(values of replicate 0, [values of replicate g] for g >= 1) as plain floats."""
+    first = {key: float(v[0]) for key, v in values.items()}
+    r = len(next(iter(values.values())))
+    return first, [{key: float(v[g]) for key, v in values.items()} for g in range(1, r)]
 
 
 def _ksg_mi(zw: FloatArray, xw: FloatArray, k: int) -> dict[str, float]:
@@ -490,6 +566,54 @@ class _Prepared:
     rng: np.random.Generator
     zinfo: dict[str, object]
     xinfo: dict[str, object]
+    cache: _Cache | None = None  # the X side's store (see :class:`WhitenedX`)
+
+
+class _Cache:
+    """Derived quantities of fixed inputs, each stored with the array it was derived from and
+    reused only while a later call passes an EQUAL array (so a stale entry is never read)."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, tuple[np.ndarray, Any]] = {}
+
+    def get(self, name: str, source: np.ndarray, build: Callable[[], Any]) -> Any:
+        """``build()``, or its stored value if ``source`` equals the array it was built from."""
+        held = self._store.get(name)
+        if held is not None and held[0].shape == source.shape and np.array_equal(held[0],
+                                                                                  source):
+            return held[1]
+        value = build()
+        self._store[name] = (source.copy(), value)
+        return value
+
+    def forget(self, prefix: str) -> None:
+        """Drop the entries whose name starts with ``prefix``."""
+        for name in [n for n in self._store if n.startswith(prefix)]:
+            del self._store[name]
+
+
+def _read_only(pair: tuple[FloatArray, dict[str, object]]) -> tuple[FloatArray,
+                                                                    dict[str, object]]:
+    """``pair`` with its array made read-only (a shared, cached value)."""
+    pair[0].setflags(write=False)
+    return pair
+
+
+class WhitenedX:
+    """The PCA-whitened X of the k-NN estimators (``xw`` [n, dim_x_used], ``info``), computed
+    once for fixed rows, plus a store of what the estimators derive from X alone (its
+    jittered neighbour lists and class blocks) and of the last reduced Z (so kl_knn and
+    cmi_ksg on the same z share one PCA).  Unpacks as ``xw, info = whitened``."""
+
+    def __init__(self, xw: FloatArray, info: dict[str, object]) -> None:
+        self.xw, self.info = xw, info
+        self.cache = _Cache()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.xw, self.info))
+
+    def __getitem__(self, i: int) -> Any:
+        return (self.xw, self.info)[i]
 
 
 def _prepare_knn(
@@ -506,7 +630,7 @@ def _prepare_knn(
     svd_solver: str,
     num_classes: int | None,
     seed: int,
-    x_whitened: tuple[FloatArray, dict[str, object]] | None = None,
+    x_whitened: tuple[FloatArray, dict[str, object]] | WhitenedX | None = None,
 ) -> _Prepared:
     """Validate the data, subsample, PCA-whiten and jitter; shared by the k-NN estimators.
 
@@ -526,7 +650,12 @@ def _prepare_knn(
             f"k={k} must be smaller than the sample size n={n_used}; valid: 1..{n_used - 1}"
         )
     xa, za, ya = xa[idx], za[idx], ya[idx]
-    zw, zinfo = _pca_whiten(za, dim_z, seed, svd_solver)
+    cache = x_whitened.cache if isinstance(x_whitened, WhitenedX) else None
+    if cache is None:
+        zw, zinfo = _pca_whiten(za, dim_z, seed, svd_solver)
+    else:  # the same z reduced the same way by another estimator of the probe: reuse it
+        zw, zinfo = cache.get(f"z_pca/{dim_z}/{seed}/{svd_solver}", za,
+                              lambda: _read_only(_pca_whiten(za, dim_z, seed, svd_solver)))
     if x_whitened is None:
         xw, xinfo = _pca_whiten(xa, dim_x, seed, svd_solver)
         xinfo["resolution"] = _resolution(x)
@@ -557,17 +686,17 @@ def _prepare_knn(
         "jitter": float(jitter),
         "seed": seed,
     }
-    return _Prepared(zw, xw, ya, params, rng, zinfo, xinfo)
+    return _Prepared(zw, xw, ya, params, rng, zinfo, xinfo, cache)
 
 
 def whiten_x(x: Any, *, dim_x: int = 3, seed: int = 0,
-             svd_solver: str = "auto") -> tuple[FloatArray, dict[str, object]]:
+             svd_solver: str = "auto") -> WhitenedX:
     """The PCA-whitened X that :func:`kl_knn`, :func:`ksg` and :func:`cmi_ksg` compute, for
     reuse across calls (``x_whitened=``); the info carries x's dtype resolution."""
     check_params("kl_knn", {"dim_x": dim_x, "seed": seed, "svd_solver": svd_solver})
     xw, info = _pca_whiten(_as_matrix(x, "x"), dim_x, seed, svd_solver)
     info["resolution"] = _resolution(x)
-    return xw, info
+    return WhitenedX(xw, info)
 
 
 def kl_knn(
@@ -584,7 +713,7 @@ def kl_knn(
     svd_solver: str = "auto",
     num_classes: int | None = None,
     seed: int = 0,
-    x_whitened: tuple[FloatArray, dict[str, object]] | None = None,
+    x_whitened: tuple[FloatArray, dict[str, object]] | WhitenedX | None = None,
 ) -> InfoResult:
     """Lossy compression + Kozachenko-Leonenko k-NN estimates of I(Z;X) and I(Z;Y) (nats).
 
@@ -649,16 +778,19 @@ def kl_knn(
         return InfoResult(dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0.0), params)
     if np.any((counts > 0) & (counts <= k)):
         _warn(f"kl_knn: a class has <= k={k} samples (counts {counts.tolist()}); I(Z;Y) is NaN")
-    values = _kl_mi(zw, xw, ya, k)
     perm = rng.permutation(ya.size)
-    null = _kl_mi(zw[perm], xw, ya, k)  # z re-paired with x; (z, y) re-paired too
-    values.update(izx_null=null["izx"], izy_null=null["izy"])
+    groups = _stratified_groups(ya, se_groups, rng) if se_groups >= 2 else []
+    near_x = (prep.cache.get(f"kl_knn/x/{k}", xw, lambda: _Neighbours(xw, k, 2.0))
+              if prep.cache is not None else None)
+    est = _kl_mi(zw, xw, ya, k, _replicate_masks(ya.size, groups), near_x)
+    h_zx = est.pop("h_z")[:1], est.pop("h_x")[:1]  # of the whole sample
+    values, loo = _split_replicates(est)
+    everything = np.ones((1, ya.size), dtype=bool)
+    null = _kl_mi(zw[perm], xw, ya, k, everything, h_zx=h_zx)  # z re-paired with x and y
+    values.update(izx_null=float(null["izx"][0]), izy_null=float(null["izy"][0]))
     stderr = dict.fromkeys(keys, NAN)
-    if se_groups >= 2:
-        groups = _stratified_groups(ya, se_groups, rng)
-        stderr.update(
-            _jackknife_se(lambda rows: _kl_mi(zw[rows], xw[rows], ya[rows], k), groups, ya.size)
-        )
+    if groups:
+        stderr.update(_jackknife_combine(loo))
     if _null_is_far(values["izx_null"], stderr["izx"]):
         _warn(KL_NULL_WARNING)
     return InfoResult(values, stderr, params)
@@ -694,7 +826,7 @@ def ksg(
     jitter: float = 1e-10,
     svd_solver: str = "auto",
     seed: int = 0,
-    x_whitened: tuple[FloatArray, dict[str, object]] | None = None,
+    x_whitened: tuple[FloatArray, dict[str, object]] | WhitenedX | None = None,
 ) -> InfoResult:
     """Kraskov-Stoegbauer-Grassberger (algorithm 1) estimate of I(Z;X) in nats.
 
@@ -964,46 +1096,76 @@ def _dense_conditional_ksg(dz: FloatArray, dx: FloatArray, dj_inf: _Nearest,
     return float(terms[sel].sum() / n_kept)
 
 
+#: rows per block of :func:`_radius_pairs` (a block of distances is rows x n float64)
+_PAIR_ROWS = 256
+
+
 def _radius_pairs(a: FloatArray, need: FloatArray) -> tuple[IntArray, IntArray, FloatArray]:
     """Every pair (i, j) with max-norm ||a_i - a_j|| < need_i (i itself included), as
-    (rows, cols, dists) arrays: one k-d tree ball query with a radius per row; the distances
-    are recomputed with the tree's arithmetic (max |a_i - a_j|), so comparisons with them
-    are exact."""
+    (rows, cols, dists) arrays, from brute-force max |a_i - a_j| over blocks of
+    :data:`_PAIR_ROWS` rows (the k-d tree's arithmetic: exact comparisons with the distances
+    it returns)."""
     n = a.shape[0]
-    lists = cKDTree(a).query_ball_point(a, np.nextafter(need, 0.0), p=np.inf,
-                                        return_sorted=False)
-    sizes = np.fromiter(map(len, lists), dtype=np.int64, count=n)
-    rows = np.repeat(np.arange(n), sizes)
-    cols = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64,
-                       count=int(sizes.sum()))
-    return rows, cols, np.abs(a[rows] - a[cols]).max(axis=1, initial=0.0)
+    rows, cols, dists = [], [], []
+    for lo in range(0, n, _PAIR_ROWS):
+        block = np.zeros((min(_PAIR_ROWS, n - lo), n))
+        for j in range(a.shape[1]):  # a loop over the (<= dim) coordinates
+            np.maximum(block, np.abs(a[lo:lo + block.shape[0], j, None] - a[None, :, j]),
+                       out=block)
+        r, c = np.nonzero(block < need[lo:lo + block.shape[0], None])
+        rows.append(r + lo)
+        cols.append(c)
+        dists.append(block[r, c])
+    return (np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64),
+            np.concatenate(dists))
 
 
-def _dense_ross(d_row: FloatArray, pairs: tuple[IntArray, IntArray, FloatArray],
-                kept: NDArray[np.bool_], n_c_row: IntArray, k: int) -> float:
-    """:func:`_ross_izy` from the within-class k-th distances ``d_row`` [n] and the pairs of
-    :func:`_radius_pairs`; rows with ``kept`` False are absent (neither points nor
-    neighbours)."""
-    rows = np.flatnonzero(kept)
-    if np.any(n_c_row[rows] <= k) or np.any(d_row[rows] <= 0.0):
-        return NAN
+#: entries of the [replicates, pairs] arrays :func:`_dense_ross` builds at once
+_ROSS_CHUNK = 2_000_000
+
+
+def _dense_ross(d_rows: FloatArray, pairs: tuple[IntArray, IntArray, FloatArray],
+                kept: NDArray[np.bool_], n_c_rows: IntArray, k: int) -> FloatArray:
+    """:func:`_ross_izy` for each replicate [R] from the within-class k-th distances
+    ``d_rows`` [R, n] and the pairs of :func:`_radius_pairs`; rows with ``kept`` [R, n]
+    False are absent (neither points nor neighbours); ``n_c_rows`` [R, n] the kept size of
+    each row's class.  m_i = kept pairs (i, j) with distance < d_i (i itself included)."""
+    n_rep, n = kept.shape
     pi, pj, pd = pairs
-    hit = kept[pi] & kept[pj] & (pd < d_row[pi])
-    m = np.bincount(pi[hit], minlength=kept.size)[rows]  # itself included
-    return float(special.digamma(rows.size) - np.mean(special.digamma(n_c_row[rows]))
-                 + special.digamma(k) - np.mean(special.digamma(m)))
+    m = np.zeros((n_rep, n))  # exact integer counts
+    step = max(1, _ROSS_CHUNK // max(pi.size, 1))
+    for lo in range(0, n_rep, step):  # replicates in chunks, all pairs at once
+        sl = slice(lo, min(lo + step, n_rep))
+        hit = kept[sl, pi] & kept[sl, pj] & (pd[None, :] < d_rows[sl, pi])  # [r, P]
+        slot = np.arange(hit.shape[0])[:, None] * n + pi[None, :]  # (replicate, row) of a pair
+        m[sl] = np.bincount(slot.ravel(), weights=hit.ravel(),
+                            minlength=hit.shape[0] * n).reshape(-1, n)
+    n_kept = kept.sum(axis=1)
+    bad = np.any(kept & ((n_c_rows <= k) | (d_rows <= 0.0)), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        psi_c = np.where(kept, special.digamma(np.maximum(n_c_rows, 1)), 0.0).sum(axis=1)
+        psi_m = np.where(kept, special.digamma(np.maximum(m, 1)), 0.0).sum(axis=1)
+        out = (special.digamma(n_kept) - psi_c / n_kept + special.digamma(k)
+               - psi_m / n_kept)
+    return np.where(bad, NAN, out)
 
 
 def _cmi_replicates(zj: FloatArray, zc: FloatArray, xj: FloatArray, zc_perm: FloatArray,
                     y: IntArray, active: NDArray[np.bool_], active_perm: NDArray[np.bool_],
                     perm: IntArray, within: IntArray, masks: list[NDArray[np.bool_]],
-                    k: int) -> list[dict[str, float]]:
+                    k: int, cache: _Cache | None = None) -> list[dict[str, float]]:
     """cmi_ksg's six values for each row mask in ``masks`` (the whole sample, then each
-    jackknife replicate), from per-class distance matrices computed once."""
-    blocks = _ClassBlocks(y)
+    jackknife replicate), from per-class distance matrices computed once (X's, which depend
+    on X and Y only, taken from ``cache`` when it holds them for these xj, y)."""
+    if cache is None:
+        blocks = _ClassBlocks(y)
+        dx = blocks.dist(xj)
+    else:
+        blocks = cache.get("cmi_ksg/blocks", y, lambda: _ClassBlocks(y))
+        dx = cache.get("cmi_ksg/dx", np.hstack([xj, y[:, None]]), lambda: blocks.dist(xj))
     label = blocks.label
     act, act_perm = active[np.unique(y)], active_perm[np.unique(y)]  # compact class order
-    dz, dx, dz_w, dz_g = (blocks.dist(a) for a in (zc, xj, zc[within], zc_perm))
+    dz, dz_w, dz_g = (blocks.dist(a) for a in (zc, zc[within], zc_perm))
     dj, dj_w, dj_g = (_Nearest(_no_self(np.maximum(a, dx)), k) for a in (dz, dz_w, dz_g))
     dg, dg0 = (_Nearest(_no_self(blocks.dist(a)), k) for a in (zj, zj[perm]))
     rows_of = blocks.table[blocks.valid]  # row of each valid table entry
@@ -1025,20 +1187,21 @@ def _cmi_replicates(zj: FloatArray, zc: FloatArray, xj: FloatArray, zc_perm: Flo
     inv = np.empty_like(perm)
     inv[perm] = np.arange(perm.size)
     pairs0 = (inv[pairs[0]], inv[pairs[1]], pairs[2])  # the same pairs, in null-row numbers
+    keep = np.stack(masks)  # [R, n]
+    n_c_kept = np.stack([blocks.rows(mk).sum(axis=1)[label] for mk in masks])
+    izy_all = _dense_ross(np.stack([d for d, _ in kth]), pairs, keep, n_c_kept, k)
+    izy0_all = _dense_ross(np.stack([d for _, d in kth]), pairs0, keep, n_c_kept, k)
     out = []
-    for mk, (d_main, d_null) in zip(masks, kth, strict=True):
+    for r, mk in enumerate(masks):
         col = blocks.rows(mk)
         n_kept = int(mk.sum())
-        n_c_kept = col.sum(axis=1)[label]
-        izy = _dense_ross(d_main, pairs, mk, n_c_kept, k)
-        izy0 = _dense_ross(d_null, pairs0, mk, n_c_kept, k)
+        izy, izy0 = float(izy_all[r]), float(izy0_all[r])
         red = _dense_conditional_ksg(dz, dx, dj, col, act, k, n_kept)
         red_w = _dense_conditional_ksg(dz_w, dx, dj_w, col, act, k, n_kept)
         red_g = _dense_conditional_ksg(dz_g, dx, dj_g, col, act_perm, k, n_kept)
         out.append({"izx": izy + red, "izy": izy, "redundancy": red, "izx_null": izy0 + red_g,
                     "izy_null": izy0, "redundancy_null": red_w})
     return out
-
 
 def cmi_ksg(
     x: Any,
@@ -1055,7 +1218,7 @@ def cmi_ksg(
     resolution: float | None = None,
     num_classes: int | None = None,
     seed: int = 0,
-    x_whitened: tuple[FloatArray, dict[str, object]] | None = None,
+    x_whitened: tuple[FloatArray, dict[str, object]] | WhitenedX | None = None,
     path: str = "auto",
 ) -> InfoResult:
     """I(Z;Y), the redundancy I(Z;X'|Y) and I(Z;(X',Y)) by k-NN estimators that respect the
@@ -1128,7 +1291,12 @@ def cmi_ksg(
         return a + jitter * rng.standard_normal(a.shape) * mask
 
     zc, mask_z, kept_z = _class_whiten(z_raw, ya, floor_z)
-    xc, mask_x, kept_x = _class_whiten(x_raw, ya, floor_x)
+    if prep.cache is None:
+        xc, mask_x, kept_x = _class_whiten(x_raw, ya, floor_x)
+    else:  # X's class whitening depends on X, Y and the floor only
+        xc, mask_x, kept_x = prep.cache.get(
+            f"cmi_ksg/xc/{floor_x!r}", np.hstack([x_raw, ya[:, None]]),
+            lambda: _class_whiten(x_raw, ya, floor_x))
     active = ((kept_z > 0) & (kept_x > 0)).astype(np.float64)  # [K]
     params.update(class_dims_z=kept_z.tolist(), class_dims_x=kept_x.tolist())
     zj = jitter_(zw)
@@ -1159,7 +1327,7 @@ def cmi_ksg(
             masks.append(np.ones(ya.size, dtype=bool))
             masks[-1][g] = False
         reps = _cmi_replicates(zj, zc, xj, zc_perm, ya, active > 0, active_perm > 0, perm,
-                               within, masks, k)
+                               within, masks, k, prep.cache)
         values, loo = reps[0], reps[1:]
     else:
         values = estimates(np.arange(ya.size))
@@ -1176,9 +1344,14 @@ def cmi_ksg(
 
 
 def _sq_dists(a: FloatArray) -> FloatArray:
-    """Pairwise squared Euclidean distances [n, n] (clamped at 0, zero diagonal)."""
+    """Pairwise squared Euclidean distances [n, n]: (|a_i|^2 + |a_j|^2) - 2 a_i.a_j, clamped at
+    0, zero diagonal (two n x n buffers at the peak: the Gram product and the result)."""
     sq = np.einsum("ij,ij->i", a, a)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (a @ a.T)
+    gram = a @ a.T
+    gram *= 2.0  # exact
+    d2 = np.add.outer(sq, sq)
+    d2 -= gram
+    del gram
     np.maximum(d2, 0.0, out=d2)
     np.fill_diagonal(d2, 0.0)
     return d2
@@ -1196,30 +1369,95 @@ def _gaussian_gram(a: FloatArray, bandwidth: str, sigma: float) -> tuple[FloatAr
         if med <= 0.0:  # more than half the pairs coincide: fall back to the mean
             med = float(off.mean()) if off.size else 0.0
         width = 2.0 * med if med > 0.0 else 1.0  # constant data: K = 1, centred K = 0
+        del off
     np.multiply(d2, -1.0 / width, out=d2)
     return np.exp(d2, out=d2), width
 
 
-def _double_centre(k: FloatArray) -> FloatArray:
-    """H K H with H = I - 11^T/n."""
+def _centre_regularise(k: FloatArray, reg: float) -> FloatArray:
+    """In place: K -> H K H + reg I with H = I - 11^T/n, i.e. ((K - r 1^T) - 1 r^T) + mean(r)
+    with r the row means, then reg added to the diagonal."""
     row = k.mean(axis=1)
-    return k - row[:, None] - row[None, :] + row.mean()
+    k -= row[:, None]
+    k -= row[None, :]
+    k += row.mean()
+    k[np.diag_indices(k.shape[0])] += reg
+    return k
 
 
-def _nocco_r(k_centred: FloatArray, reg: float) -> FloatArray:
-    """R = K~ (K~ + reg I)^{-1} = I - reg (K~ + reg I)^{-1}  (Cholesky inverse, float64)."""
-    n = k_centred.shape[0]
-    m = k_centred + reg * np.eye(n)
-    chol, info = linalg.lapack.dpotrf(m, lower=0)
+def _inverse_lower(m: FloatArray) -> FloatArray:
+    """In place: symmetric positive definite m [n, n] (C order; its LOWER triangle is read)
+    -> the lower triangle of m^{-1}, zeros above (Cholesky potrf + potri on the transposed,
+    Fortran-ordered view, so no copy is made)."""
+    chol, info = linalg.lapack.dpotrf(m.T, lower=0, clean=1, overwrite_a=1)
     if info != 0:  # pragma: no cover - K~ is PSD, so m >= reg I > 0
         raise np.linalg.LinAlgError(f"Cholesky failed (info={info})")
-    inv, info = linalg.lapack.dpotri(chol, lower=0)
+    inv, info = linalg.lapack.dpotri(chol, lower=0, overwrite_c=1)
     if info != 0:  # pragma: no cover
         raise np.linalg.LinAlgError(f"Cholesky inverse failed (info={info})")
-    inv = np.triu(inv) + np.triu(inv, 1).T
-    r = -reg * inv
-    r[np.diag_indices(n)] += 1.0
-    return r
+    return np.asarray(inv.T)
+
+
+@dataclass(frozen=True)
+class NhsicSide:
+    """What nHSIC needs of X and Y, computed once for fixed rows (the probe keeps one per run).
+
+    With M_A = K~_A + reg I and R_A = I - reg M_A^{-1}:
+      Tr(R_Z R_X) = Tr(R_X) - reg sum_ij (M_Z^{-1})_ij (R_X)_ij, read from the lower triangles
+      as sum_{i >= j} (M_Z^{-1})_ij W_ij with W = R_X on the diagonal, 2 R_X below it
+      (``w_x``, the only n x n array kept);
+      Tr(R_Z R_Y) = Tr(R_Y) - reg sum((M_Z^{-1} A) * A G^{-1}), R_Y = A G^{-1} A^T with
+      A = H onehot(Y) [m, K] and G = A^T A + reg I (closed form, nothing n x n).
+    """
+
+    reg: float
+    bandwidth: str
+    sigma: float
+    width_x: float
+    tr_x: float  # Tr(R_X)
+    tr_y: float  # Tr(R_Y)
+    w_x: FloatArray  # [m, m] lower-triangle weights of R_X (see above)
+    a_y: FloatArray  # [m, K] H onehot(Y)
+    ag_y: FloatArray  # [m, K] A G^{-1}
+
+    @classmethod
+    def build(cls, x: FloatArray, y: IntArray, num_classes: int, *, bandwidth: str,
+              sigma: float, eps: float) -> NhsicSide:
+        """The X and Y side for the rows ``x`` [m, d_x], ``y`` [m]; reg = m eps."""
+        m = x.shape[0]
+        reg = m * eps
+        k_x, w_x = _gaussian_gram(x, bandwidth, sigma)
+        w = _inverse_lower(_centre_regularise(k_x, reg))  # lower triangle of M_X^{-1}
+        diag = 1.0 - reg * np.diagonal(w)  # (R_X)_ii
+        w *= -2.0 * reg  # 2 (R_X)_ij below the diagonal (R_X = I - reg M_X^{-1})
+        w[np.diag_indices(m)] = diag
+        onehot = np.zeros((m, max(num_classes, 1)))
+        onehot[np.arange(m), y] = 1.0
+        a = onehot - onehot.mean(axis=0)
+        gram = a.T @ a + reg * np.eye(a.shape[1])
+        ag = np.linalg.solve(gram, a.T).T  # A G^{-1} (G symmetric)
+        return cls(reg=reg, bandwidth=bandwidth, sigma=sigma, width_x=w_x,
+                   tr_x=float(diag.sum()), tr_y=float(np.sum(a * ag)), w_x=w,
+                   a_y=np.asfortranarray(a), ag_y=ag)
+
+    def values(self, z: FloatArray) -> tuple[dict[str, float], float]:
+        """nHSIC values for the rows ``z`` [m, p] (aligned with the side's rows) and Z's
+        kernel width.  One n x n buffer: K_Z, then M_Z, then M_Z^{-1} in place."""
+        m = z.shape[0]
+        k_z, w_z = _gaussian_gram(z, self.bandwidth, self.sigma)
+        inv = _inverse_lower(_centre_regularise(k_z, self.reg))  # lower triangle, 0 above
+        tr_z = m - self.reg * float(np.trace(inv))
+        zx = self.tr_x - self.reg * float(np.vdot(inv, self.w_x))
+        inv_a = linalg.blas.dsymm(1.0, inv.T, self.a_y, side=0, lower=0)  # M_Z^{-1} A
+        zy = self.tr_y - self.reg * float(np.sum(inv_a * self.ag_y))
+        values = {
+            "nhsic_zx": zx,
+            "nhsic_zy": zy,
+            "redundancy": zx - zy,
+            "nhsic_zx_null": tr_z * self.tr_x / (m - 1),
+            "nhsic_zy_null": tr_z * self.tr_y / (m - 1),
+        }
+        return values, w_z
 
 
 def nhsic(
@@ -1272,16 +1510,8 @@ def nhsic(
     idx = subsample(n_total, n, seed)
     m = int(idx.size)
     xa, za, ya = xa[idx], za[idx], ya[idx]
-    reg = m * eps
-
-    k_z, w_z = _gaussian_gram(za, bandwidth, sigma)
-    r_z = _nocco_r(_double_centre(k_z), reg)
-    del k_z
-    k_x, w_x = _gaussian_gram(xa, bandwidth, sigma)
-    r_x = _nocco_r(_double_centre(k_x), reg)
-    del k_x
-
-    r_y = _label_r(ya, k_classes, reg)
+    side = NhsicSide.build(xa, ya, k_classes, bandwidth=str(bandwidth), sigma=sigma, eps=eps)
+    values, w_z = side.values(za)
     params: dict[str, object] = {
         "n": n,
         "n_total": n_total,
@@ -1289,7 +1519,7 @@ def nhsic(
         "bandwidth": bandwidth,
         "sigma": sigma if bandwidth == "paper" else None,
         "width_z": w_z,
-        "width_x": w_x,
+        "width_x": side.width_x,
         "dim_z": za.shape[1],
         "dim_x": xa.shape[1],
         "eps": eps,
@@ -1298,34 +1528,6 @@ def nhsic(
         "kernel_x": "gaussian",
         "kernel_y": "linear-onehot",
         "seed": seed,
-    }
-    tr_z, tr_x, tr_y = (float(np.trace(r)) for r in (r_z, r_x, r_y))
-    return _nhsic_result(r_z, r_x, r_y, tr_z=tr_z, tr_x=tr_x, tr_y=tr_y, params=params)
-
-
-def _label_r(y: IntArray, num_classes: int, reg: float) -> FloatArray:
-    """R_Y for the doubly centred linear kernel on one-hot labels, in closed form:
-    R_Y = A (A^T A + reg I)^{-1} A^T with A = H onehot(Y)  [m, m]."""
-    m = y.shape[0]
-    onehot = np.zeros((m, max(num_classes, 1)))
-    onehot[np.arange(m), y] = 1.0
-    a = onehot - onehot.mean(axis=0)  # H onehot  [m, K]
-    gram = a.T @ a + reg * np.eye(a.shape[1])
-    return np.asarray(a @ np.linalg.solve(gram, a.T))
-
-
-def _nhsic_result(r_z: FloatArray, r_x: FloatArray, r_y: FloatArray, *, tr_z: float,
-                  tr_x: float, tr_y: float, params: dict[str, object]) -> InfoResult:
-    """nHSIC values from the three R matrices (Tr(R_A R_B) = sum(R_A * R_B), symmetric)."""
-    m = r_z.shape[0]
-    zx = float(np.sum(r_z * r_x))
-    zy = float(np.sum(r_z * r_y))
-    values = {
-        "nhsic_zx": zx,
-        "nhsic_zy": zy,
-        "redundancy": zx - zy,
-        "nhsic_zx_null": tr_z * tr_x / (m - 1),
-        "nhsic_zy_null": tr_z * tr_y / (m - 1),
     }
     return InfoResult(values, dict.fromkeys(values, NAN), params)
 
