@@ -104,6 +104,7 @@ class InfoProbe:
             "cmi_ksg": self._knn("cmi_ksg"),
         }
         self.computers: dict[str, Computer] = {}
+        self._x_sides: dict[tuple[int, str], info.WhitenedX] = {}  # shared by the k-NN ones
         for name, params in estimators.items():
             owned = sorted(set(params) & set(PROBE_OWNED))
             if owned:
@@ -123,6 +124,8 @@ class InfoProbe:
                               f"(N={self.n_rows}), in the same order as x and y")
         zs = z[self.idx] if hasattr(z, "detach") else np.asarray(z)[self.idx]
         out: dict[str, float] = {}
+        for side in self._x_sides.values():  # a reduced Z is shared within this call only
+            side.cache.forget("z_pca/")
         for name, compute in self.computers.items():
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -144,27 +147,19 @@ class InfoProbe:
                                 **params)
         return build
 
-    # ---- nHSIC: R_X and R_Y fixed, R_Z per call
+    # ---- nHSIC: the X and Y side (info.NhsicSide) fixed, Z per call
     def _nhsic(self, params: dict[str, Any]) -> Computer:
         p = {**_defaults("nhsic"), **params}
         bandwidth, sigma, eps = str(p["bandwidth"]), float(p["sigma"]), float(p["eps"])
         m = len(self.y)
-        reg = m * eps
-        k_x, w_x = info._gaussian_gram(self.x, bandwidth, sigma)
-        r_x = info._nocco_r(info._double_centre(k_x), reg)
-        del k_x
-        r_y = info._label_r(self.y, self.num_classes, reg)
-        tr_x, tr_y = float(np.trace(r_x)), float(np.trace(r_y))
+        side = info.NhsicSide.build(self.x, self.y, self.num_classes, bandwidth=bandwidth,
+                                    sigma=sigma, eps=eps)
 
         def compute(z: Any) -> info.InfoResult:
-            za = info._as_matrix(z, "z")
-            k_z, w_z = info._gaussian_gram(za, bandwidth, sigma)
-            r_z = info._nocco_r(info._double_centre(k_z), reg)
-            return info._nhsic_result(r_z, r_x, r_y, tr_z=float(np.trace(r_z)), tr_x=tr_x,
-                                      tr_y=tr_y, params={
-                                          "n_used": m, "bandwidth": bandwidth, "sigma": sigma,
-                                          "eps": eps, "width_z": w_z, "width_x": w_x,
-                                          "seed": self.seed})
+            values, w_z = side.values(info._as_matrix(z, "z"))
+            return info.InfoResult(values, dict.fromkeys(values, info.NAN), {
+                "n_used": m, "bandwidth": bandwidth, "sigma": sigma, "eps": eps,
+                "width_z": w_z, "width_x": side.width_x, "seed": self.seed})
         return compute
 
     # ---- k-NN estimators: whitened X fixed, Z reduced per call
@@ -177,9 +172,12 @@ class InfoProbe:
 
         def build(params: dict[str, Any]) -> Computer:
             p = {**_defaults(name), **params}
-            x_cache = info.whiten_x(self.x, dim_x=int(p["dim_x"]), seed=self.seed,
-                                    svd_solver=str(p["svd_solver"]))
-            x_cache[1]["resolution"] = self.x_resolution  # the split's dtype, not float64's
+            key = (int(p["dim_x"]), str(p["svd_solver"]))
+            if key not in self._x_sides:  # one X side per reduction, shared by kl_knn, cmi_ksg
+                self._x_sides[key] = info.whiten_x(self.x, dim_x=key[0], seed=self.seed,
+                                                   svd_solver=key[1])
+                self._x_sides[key].info["resolution"] = self.x_resolution  # the split's dtype
+            x_cache = self._x_sides[key]
 
             def compute(z: Any) -> info.InfoResult:
                 kw = dict(params)
