@@ -61,7 +61,7 @@ def test_table_shape_and_bin_counts(sweep: Path) -> None:
         assert row["n_forecasts"] <= n
         if n:
             assert row["not_yet"] == pytest.approx(1 - row["n_forecasts"] / n)
-    assert {r["run"] for r in ev.runs} == {"grok", "never"}
+    assert {r["run"] for r in ev.runs} == {"held/grok", "held/never"}
 
 
 def test_errors_and_coverage_follow_their_definitions(sweep: Path) -> None:
@@ -124,10 +124,11 @@ def test_calibration_runs_are_refused_or_warned_about(tmp_path: Path,
                                                       ) -> None:
     calib_runs(tmp_path)
     with pytest.raises(fc.ForecastError, match=r"6 run\(s\) were used for calibration "
-                                                r"\(wd0.01-seed0, .*allow_calibration_runs"):
+                                                r"\(calib/wd0.01-seed0, .*allow_calibration_runs"):
         fc.evaluate([tmp_path / "calib"])
     ev = fc.evaluate([tmp_path / "calib" / "wd0.1-seed0"], allow_calibration_runs=True)
-    assert "WARNING: 1 run(s) were used for calibration (wd0.1-seed0)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "WARNING: 1 run(s) were used for calibration (calib/wd0.1-seed0)" in err
     assert ev.runs[0]["calibration_run"] is True
 
 

@@ -560,6 +560,11 @@ class Run:
     t_grok: float | None
     horizon: float
 
+    @property
+    def label(self) -> str:
+        """``sweep/run``: unique across sweeps whose runs share names."""
+        return f"{Path(self.path).parent.name}/{self.name}"
+
     def kwargs(self) -> dict[str, Any]:
         return dict(grok_threshold=self.grok_threshold, fit_threshold=self.fit_threshold,
                     collapse_fraction=self.collapse_fraction, weight_decay=self.weight_decay)
@@ -667,7 +672,7 @@ def calibrate(run_dirs: Iterable[str | Path], base: ForecastOptions | None = Non
                             + (f", of which {', '.join(bad)} do not" if bad else ""))
     acc = min(ACC_WINDOWS, key=lambda w: _score(
         runs, dataclasses.replace(start, acc_window=w), "accuracy"))
-    base = dataclasses.replace(start, acc_window=acc)
+    base = dataclasses.replace(start, acc_window=acc, handoff_fraction=0.0)
     best: tuple[float, ForecastOptions] | None = None
     grid = CALIBRATION_GRID
     for signal in grid["signal"]:
@@ -716,8 +721,10 @@ class Evaluation:
     runs: list[dict[str, Any]]
 
     def markdown(self) -> str:
-        """Both tables as markdown."""
-        return _markdown(self.table) + "\n\n" + _markdown(self.summary)
+        """The three tables (by lead bin, per method, per run) as markdown."""
+        cols = ("run", "weight_decay", "lr", "grok_threshold", "t_fit", "t_grok", "horizon")
+        runs = [{c: ("-" if r[c] is None else r[c]) for c in cols} for r in self.runs]
+        return "\n\n".join(_markdown(t) for t in (self.table, self.summary, runs))
 
 
 def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -762,7 +769,7 @@ def evaluate(paths: Iterable[str | Path], options: ForecastOptions | None = None
                             "(0, 1)")
     runs = [load_run(p) for p in find_runs(paths)]
     calib = set(filter(None, opt.calibrated_on.split(",")))
-    used = [r.name for r in runs if r.digest in calib]
+    used = [r.label for r in runs if r.digest in calib]
     if used:
         msg = (f"{len(used)} run(s) were used for calibration ({', '.join(used)}): "
                "evaluating on them measures the fit, not the forecast")
@@ -772,7 +779,7 @@ def evaluate(paths: Iterable[str | Path], options: ForecastOptions | None = None
     points: list[dict[str, Any]] = []
     run_rows = []
     for r in runs:
-        run_rows.append({"run": r.name, "path": r.path, "weight_decay": r.weight_decay,
+        run_rows.append({"run": r.label, "path": r.path, "weight_decay": r.weight_decay,
                          "lr": r.lr, "grok_threshold": r.grok_threshold, "t_fit": r.t_fit,
                          "t_grok": r.t_grok, "horizon": r.horizon,
                          "calibration_run": r.digest in calib})
@@ -791,7 +798,7 @@ def _verdicts(r: Run, method: str, hist: Sequence[Forecast], cut: float
             continue
         t_hat = f.t_grok if f.status == "ok" else None
         ok = t_hat is not None
-        row: dict[str, Any] = {"method": method, "run": r.name, "step": t,
+        row: dict[str, Any] = {"method": method, "run": r.label, "step": t,
                                "status": f.status, "t_hat": f.t_grok, "lo": f.t_grok_lo,
                                "hi": f.t_grok_hi, "t_grok": r.t_grok}
         if r.t_grok is not None:
