@@ -33,6 +33,7 @@ def held_out_copy(src: Path, dst: Path, *, seed: int, never: bool = False) -> Pa
             r[GROK] = min(r[GROK], CAP)
         lines.append(json.dumps(r) + "\n")
     (dst / "metrics.jsonl").write_text("".join(lines))
+    (dst / "summary.json").write_text(json.dumps({"status": "finished"}))
     return dst
 
 
@@ -117,6 +118,14 @@ def test_false_alarm_accounting_on_a_never_crossing_run_and_a_truncated_one(swee
             assert row["truncated_fa_per_forecast"] == pytest.approx(fa_t / n_t)
     inv = next(r for r in ev.summary if r["method"] == "inverse_wd")
     assert inv["never_fa_per_run"] == 1.0  # c / lambda = 26.6k falls inside the 60k horizon
+
+
+def test_an_unfinished_run_that_has_not_grokked_enters_no_rate(sweep: Path) -> None:
+    """Still running: it may grok later, so its points are "incomplete", not false alarms."""
+    (sweep / "never" / "summary.json").write_text(json.dumps({"status": "running"}))
+    ev = fc.evaluate([sweep])
+    assert {p["kind"] for p in ev.points if p["run"] == "held/never"} == {"incomplete"}
+    assert all(row["never_runs"] == 0 for row in ev.summary)
 
 
 def test_calibration_runs_are_refused_or_warned_about(tmp_path: Path,

@@ -559,6 +559,7 @@ class Run:
     t_fit: float | None
     t_grok: float | None
     horizon: float
+    status: str = "finished"
 
     @property
     def label(self) -> str:
@@ -587,7 +588,7 @@ def load_run(path: str | Path) -> Run:
     return Run(rd.path.name, str(rd.path), records, config_digest(info),
                float(opt.get("weight_decay", math.nan)), float(opt.get("lr", math.nan)),
                grok, fit, float(ts.get("collapse_fraction", 0.5)), ctx.t_fit, ctx.t_grok,
-               float(ctx.now or 0.0))
+               float(ctx.now or 0.0), str(rd.summary().get("status", "unknown")))
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -722,7 +723,8 @@ class Evaluation:
 
     def markdown(self) -> str:
         """The three tables (by lead bin, per method, per run) as markdown."""
-        cols = ("run", "weight_decay", "lr", "grok_threshold", "t_fit", "t_grok", "horizon")
+        cols = ("run", "status", "weight_decay", "lr", "grok_threshold", "t_fit", "t_grok",
+                "horizon")
         runs = [{c: ("-" if r[c] is None else r[c]) for c in cols} for r in self.runs]
         return "\n\n".join(_markdown(t) for t in (self.table, self.summary, runs))
 
@@ -750,13 +752,16 @@ def evaluate(paths: Iterable[str | Path], options: ForecastOptions | None = None
     - error |t_hat - t_grok| / t_grok and coverage (t_grok_lo <= t_grok <= t_grok_hi) over
       the forecasts at t_fit <= t < t_grok of runs that grok, binned by lead (:data:`LEAD_BINS`);
       not-yet fraction: evaluation points in the bin without a forecast;
-    - false alarm on a run that never crosses grok_threshold within its horizon H (last
-      step): a forecast at t >= t_fit with t_hat <= H; rates per forecast (over its
-      evaluation points at or after t_fit) and per run (>= 1 false alarm);
+    - false alarm on a finished run (summary status "finished") that never crosses
+      grok_threshold within its horizon H (last step): a forecast at t >= t_fit with
+      t_hat <= H; rates per forecast (over its evaluation points at or after t_fit) and per
+      run (>= 1 false alarm);
     - "far too few steps": every grokking run cut at ``truncate_fraction`` x t_grok, so its
       horizon H = the cut holds no ground truth; it counts like a never-grok run within H
       (a forecast at t <= H of t_hat <= H is a false alarm).  Forecasts use only records up
       to t, so the cut run's forecasts are the full run's forecasts at t <= H.
+    A run that has not grokked and is not finished (still running, failed) has no ground
+    truth: its points are kept as kind "incomplete" and enter no rate.
     Raises :class:`ForecastError` on a run whose config digest is in
     ``options.calibrated_on`` unless ``allow_calibration_runs`` (then a warning on stderr).
     """
@@ -781,7 +786,7 @@ def evaluate(paths: Iterable[str | Path], options: ForecastOptions | None = None
     for r in runs:
         run_rows.append({"run": r.label, "path": r.path, "weight_decay": r.weight_decay,
                          "lr": r.lr, "grok_threshold": r.grok_threshold, "t_fit": r.t_fit,
-                         "t_grok": r.t_grok, "horizon": r.horizon,
+                         "t_grok": r.t_grok, "horizon": r.horizon, "status": r.status,
                          "calibration_run": r.digest in calib})
         for m in methods:
             hist = forecast_history(r.records, opt, method=m, **r.kwargs())
@@ -814,6 +819,8 @@ def _verdicts(r: Run, method: str, hist: Sequence[Forecast], cut: float
                 out.append({**row, "kind": "truncated", "horizon": horizon,
                             "false_alarm": t_hat is not None and t_hat <= horizon,
                             "lead": None, "error": None, "covered": None})
+        elif r.status != "finished":  # may still grok: no ground truth, no false alarm
+            out.append({**row, "kind": "incomplete"})
         else:
             row.update(kind="never", horizon=r.horizon,
                        false_alarm=t_hat is not None and t_hat <= r.horizon)
