@@ -1,5 +1,5 @@
 """Command line: ``latephase run | sweep | report | compare | export | config | presets |
-datasets | bench``.
+datasets | bench | forecast-eval``.
 
 Exit codes: 0 done; 1 a run that did not finish (diverged, failed) or an internal error;
 2 bad input; 130 interrupted.  Bad input (config, data, run directory, an output path that
@@ -279,8 +279,18 @@ def _add_figure_options(p: argparse.ArgumentParser) -> None:
                    help=f"resolution of raster figures (default {DPI:g})")
 
 
+class _CommandsHelp(argparse.HelpFormatter):
+    """Help with room for the longest command name (argparse sizes the column without
+    the sub-commands, so ``forecast-eval`` would be put on a line of its own)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog)
+        self._action_max_length = 4 + max(map(len, COMMANDS)) + 1
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="latephase", description=DESCRIPTION, epilog=EPILOG)
+    p = argparse.ArgumentParser(prog="latephase", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=_CommandsHelp)
     p.add_argument("--version", action="version", version=f"latephase {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
                            title="commands")
