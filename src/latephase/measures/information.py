@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import linalg, special
+from scipy import linalg, sparse, special
 from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 
@@ -762,7 +762,8 @@ def kl_knn(
     2.06, -0.4, -7.0, -20.8 nats at s = 1, 0.1, 0.01, 1e-4).  It warns (constant text
     :data:`KL_NULL_WARNING`, so a probe says it once per run) when the shuffled null is far
     from 0: |izx_null| > 0.1 nats AND > 3 SE(izx).  Kept as the paper's estimator (Figure 4);
-    the trusted one is :func:`cmi_ksg`.  Cost with a cached X at n = 1000: about 90 ms.
+    the trusted one is :func:`cmi_ksg`.  Cost with a cached X at n = 1000: about 35 ms CPU
+    (one neighbour list per point set, every replicate read from it; X's lists cached).
     """
     p = check_params("kl_knn", {"k": k, "dim_z": dim_z, "dim_x": dim_x, "n": n,
                                 "se_groups": se_groups, "jitter": jitter,
@@ -1060,6 +1061,18 @@ class _Nearest:
         self.dist = np.take_along_axis(dist, order, axis=2)
         self.cls = np.arange(n_k)[:, None, None]
 
+    def kth_all(self, cols: NDArray[np.bool_]) -> FloatArray:
+        """[R, K, m]: :meth:`kth` of each replicate's kept rows ``cols`` [R, K, m]."""
+        if self.d_inf.shape[2] <= self.k:
+            return np.full(cols.shape, np.inf)
+        cum = np.cumsum(cols[:, self.cls, self.idx], axis=3, dtype=np.int32)  # [R, K, m, L]
+        pos = np.argmax(cum >= self.k, axis=3)
+        out = np.take_along_axis(self.dist[None], pos[..., None], axis=3)[..., 0]
+        for r in np.flatnonzero((cum[..., -1] < self.k).any(axis=(1, 2))):
+            short = cum[r, :, :, -1] < self.k
+            out[r] = np.where(short, _kth_within(self.d_inf, cols[r], self.k), out[r])
+        return out
+
     def kth(self, col: NDArray[np.bool_]) -> FloatArray:
         """[K, m] as :func:`_kth_within` (d_inf, col, k)."""
         if self.d_inf.shape[2] <= self.k:
@@ -1073,27 +1086,39 @@ class _Nearest:
         return out
 
 
+#: entries of the [replicates, K, m, m] comparisons :func:`_dense_conditional_ksg` makes at
+#: once (bytes of one boolean temporary)
+_CKSG_CHUNK = 2_000_000
+
+
 def _dense_conditional_ksg(dz: FloatArray, dx: FloatArray, dj_inf: _Nearest,
-                           col: NDArray[np.bool_], active: NDArray[np.bool_], k: int,
-                           n_kept: int) -> float:
-    """:func:`_conditional_ksg` on precomputed class blocks, for the kept rows ``col``
-    [K, m]: dz, dx the per-class max-norm distances (0 diagonal), dj_inf the neighbour lists
-    of max(dz, dx) with an infinite diagonal, ``active`` [K] the classes whose both sides
-    keep >= 1 dim."""
-    sel = col & active[:, None]
-    if not sel.any():
-        return 0.0
-    n_c = col.sum(axis=1)  # [K]
-    if np.any(n_c[active] <= k):
-        return NAN
-    eps = dj_inf.kth(col)[:, :, None]  # [K, m, 1]
-    if np.any(eps[sel] <= 0.0):
-        return NAN
-    cz = ((dz < eps) & col[:, None, :]).sum(axis=2)  # itself included (0 < eps)
-    cx = ((dx < eps) & col[:, None, :]).sum(axis=2)
-    terms = (special.digamma(k) + special.digamma(n_c)[:, None] - special.digamma(cz)
-             - special.digamma(cx))
-    return float(terms[sel].sum() / n_kept)
+                           cols: NDArray[np.bool_], active: NDArray[np.bool_], k: int,
+                           n_kept: IntArray) -> FloatArray:
+    """:func:`_conditional_ksg` on precomputed class blocks for each replicate [R], its kept
+    rows ``cols`` [R, K, m] (``n_kept`` [R] of them): dz, dx the per-class max-norm
+    distances (0 diagonal), dj_inf the neighbour lists of max(dz, dx) with an infinite
+    diagonal, ``active`` [K] the classes whose both sides keep >= 1 dim.  Per kept row of an
+    active class: t_i = psi(k) + psi(n_c) - psi(n_z(i)) - psi(n_x(i)), n_z, n_x the kept
+    rows of the class strictly within eps_i (itself included); result sum_i t_i / n_kept."""
+    n_rep = cols.shape[0]
+    out = np.empty(n_rep)
+    step = max(1, _CKSG_CHUNK // max(dz.size, 1))
+    for lo in range(0, n_rep, step):
+        col = cols[lo:lo + step]  # [r, K, m]
+        sel = col & active[None, :, None]
+        n_c = col.sum(axis=2)  # [r, K]
+        eps = dj_inf.kth_all(col)  # [r, K, m]
+        inside = col[:, :, None, :]
+        cz = ((dz[None] < eps[..., None]) & inside).sum(axis=3)  # itself included (0 < eps)
+        cx = ((dx[None] < eps[..., None]) & inside).sum(axis=3)
+        terms = (special.digamma(k) + special.digamma(np.maximum(n_c, 1))[..., None]
+                 - special.digamma(np.maximum(cz, 1)) - special.digamma(np.maximum(cx, 1)))
+        res = np.where(sel, terms, 0.0).sum(axis=(1, 2)) / n_kept[lo:lo + step]
+        small = np.any((n_c <= k) & active[None, :], axis=1)
+        zero_eps = np.any(sel & ~(eps > 0.0), axis=(1, 2))
+        res = np.where(small | zero_eps, NAN, res)
+        out[lo:lo + step] = np.where(sel.any(axis=(1, 2)), res, 0.0)
+    return out
 
 
 #: rows per block of :func:`_radius_pairs` (a block of distances is rows x n float64)
@@ -1129,17 +1154,27 @@ def _dense_ross(d_rows: FloatArray, pairs: tuple[IntArray, IntArray, FloatArray]
     """:func:`_ross_izy` for each replicate [R] from the within-class k-th distances
     ``d_rows`` [R, n] and the pairs of :func:`_radius_pairs`; rows with ``kept`` [R, n]
     False are absent (neither points nor neighbours); ``n_c_rows`` [R, n] the kept size of
-    each row's class.  m_i = kept pairs (i, j) with distance < d_i (i itself included)."""
+    each row's class.  m_i = pairs (i, j), j kept, with distance < d_i (i itself included;
+    rows not kept are masked out of the result)."""
     n_rep, n = kept.shape
     pi, pj, pd = pairs
-    m = np.zeros((n_rep, n))  # exact integer counts
-    step = max(1, _ROSS_CHUNK // max(pi.size, 1))
-    for lo in range(0, n_rep, step):  # replicates in chunks, all pairs at once
+    # a pair closer than row i's radius in EVERY replicate counts wherever j is kept: one
+    # sparse product for all replicates; only the pairs between the smallest and the largest
+    # radius of their row are compared replicate by replicate
+    with np.errstate(invalid="ignore"):
+        always = pd < np.min(d_rows, axis=0)[pi]
+        boundary = ~always & (pd < np.max(d_rows, axis=0)[pi])
+    counted = sparse.csr_matrix((np.ones(int(always.sum())), (pi[always], pj[always])),
+                                shape=(n, n))
+    m = np.asarray((counted @ kept.T.astype(np.float64)).T)  # [R, n] exact integer counts
+    bi, bj, bd = pi[boundary], pj[boundary], pd[boundary]
+    step = max(1, _ROSS_CHUNK // max(bi.size, 1))
+    for lo in range(0, n_rep, step):  # replicates in chunks, all boundary pairs at once
         sl = slice(lo, min(lo + step, n_rep))
-        hit = kept[sl, pi] & kept[sl, pj] & (pd[None, :] < d_rows[sl, pi])  # [r, P]
-        slot = np.arange(hit.shape[0])[:, None] * n + pi[None, :]  # (replicate, row) of a pair
-        m[sl] = np.bincount(slot.ravel(), weights=hit.ravel(),
-                            minlength=hit.shape[0] * n).reshape(-1, n)
+        hit = kept[sl, bj] & (bd[None, :] < d_rows[sl, bi])  # [r, B]
+        slot = np.arange(hit.shape[0])[:, None] * n + bi[None, :]  # (replicate, row)
+        m[sl] += np.bincount(slot.ravel(), weights=hit.ravel(),
+                             minlength=hit.shape[0] * n).reshape(-1, n)
     n_kept = kept.sum(axis=1)
     bad = np.any(kept & ((n_c_rows <= k) | (d_rows <= 0.0)), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -1191,14 +1226,15 @@ def _cmi_replicates(zj: FloatArray, zc: FloatArray, xj: FloatArray, zc_perm: Flo
     n_c_kept = np.stack([blocks.rows(mk).sum(axis=1)[label] for mk in masks])
     izy_all = _dense_ross(np.stack([d for d, _ in kth]), pairs, keep, n_c_kept, k)
     izy0_all = _dense_ross(np.stack([d for _, d in kth]), pairs0, keep, n_c_kept, k)
+    cols = np.stack([blocks.rows(mk) for mk in masks])  # [R, K, m]
+    n_kept = keep.sum(axis=1)
+    red_all = _dense_conditional_ksg(dz, dx, dj, cols, act, k, n_kept)
+    red_w_all = _dense_conditional_ksg(dz_w, dx, dj_w, cols, act, k, n_kept)
+    red_g_all = _dense_conditional_ksg(dz_g, dx, dj_g, cols, act_perm, k, n_kept)
     out = []
-    for r, mk in enumerate(masks):
-        col = blocks.rows(mk)
-        n_kept = int(mk.sum())
+    for r in range(len(masks)):
         izy, izy0 = float(izy_all[r]), float(izy0_all[r])
-        red = _dense_conditional_ksg(dz, dx, dj, col, act, k, n_kept)
-        red_w = _dense_conditional_ksg(dz_w, dx, dj_w, col, act, k, n_kept)
-        red_g = _dense_conditional_ksg(dz_g, dx, dj_g, col, act_perm, k, n_kept)
+        red, red_w, red_g = float(red_all[r]), float(red_w_all[r]), float(red_g_all[r])
         out.append({"izx": izy + red, "izy": izy, "redundancy": red, "izx_null": izy0 + red_g,
                     "izy_null": izy0, "redundancy_null": red_w})
     return out
@@ -1259,9 +1295,9 @@ def cmi_ksg(
     warning), collapsed or not; joint per-class dims dim_z + dim_x <= 6; I(Z;Y) up to about
     log K.  Measured accuracy is in the README table (docs) and the tests.
     Keys: izx, izy, redundancy, izx_null, izy_null, redundancy_null (each with ``_se``).
-    Cost at n = 1000, dims 3+3, 10 groups, cached X (the probe): 70-100 ms on one core (the
-    dense path: per-class distance matrices computed once, every replicate and null read
-    from them; ``path="tree"`` is the slower k-d tree reference, same numbers).
+    Cost at n = 1000, dims 3+3, 10 groups, cached X (the probe): about 50 ms CPU on one core
+    (the dense path: per-class distance matrices computed once, X's cached, every replicate
+    and null read from them; ``path="tree"`` is the slower k-d tree reference, same numbers).
     """
     p = check_params("cmi_ksg", {"k": k, "dim_z": dim_z, "dim_x": dim_x, "n": n,
                                  "se_groups": se_groups, "jitter": jitter,
@@ -1495,8 +1531,9 @@ def nhsic(
     Under independence nHSIC is not 0: its mean over random row pairings is exactly
     Tr(R_A) Tr(R_B) / (n - 1), reported as "nhsic_zx_null" / "nhsic_zy_null" for scale.
     Keys: "nhsic_zx", "nhsic_zy", "redundancy" = nhsic_zx - nhsic_zy, and the two nulls.
-    Cost O(n^2 (d_x + p) + n^3): about 0.2 s at n = 1000 on one core (about 60 ms per call
-    with the probe's cached R_X and R_Y).  No standard error (the keys have none; a
+    Cost O(n^2 (d_x + p) + n^3): about 0.15 s at n = 1000 on one core; about 50 ms CPU per
+    call with the probe's cached :class:`NhsicSide` (the Cholesky factorisation and inverse
+    of M_Z, n^3 flops, are 45 ms of it).  No standard error (the keys have none; a
     jackknife would cost G more n^3 inversions); the nulls are exact permutation means, not
     noise bands.  Valid as a dependence score for comparing steps of one run (fixed n, eps,
     widths), not as nats.
