@@ -92,6 +92,8 @@ def timescale_plot(rows: list[dict[str, Any]], predictions: list[dict[str, Any]]
     import numpy as np
 
     fits = {p.get("key"): p.get("fit") for p in predictions}
+    off_axis = [r for r in rows if not r[KEY] > 0]  # weight decay 0 has no place on a log axis
+    rows = [r for r in rows if r[KEY] > 0]
     fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     for key, color, marker in (("t_fit", "tab:gray", "s"), ("t_grok", "tab:green", "o"),
                                ("t_collapse", "tab:purple", "D")):
@@ -107,7 +109,12 @@ def timescale_plot(rows: list[dict[str, Any]], predictions: list[dict[str, Any]]
             ci = "" if math.isnan(fit["lo"]) else f" [{fit['lo']:+.2f}, {fit['hi']:+.2f}]"
             label = f"{key}: slope {fit['slope']:+.2f}{ci}"
         ax.scatter(xs, ys, color=color, marker=marker, label=label, zorder=3)
-    if ax.has_data():
+    if off_axis:
+        grokked = sum(1 for r in off_axis if r.get("t_grok"))
+        ax.text(0.01, 0.01, f"not drawn (log axis): {len(off_axis)} run(s) at weight decay "
+                f"{', '.join(sorted({f'{r[KEY]:g}' for r in off_axis}))}, {grokked} grokked",
+                transform=ax.transAxes, fontsize=7, color="0.3", va="bottom")
+    if ax.has_data() and rows:
         xs_all = [r[KEY] for r in rows]
         ref = np.geomspace(min(xs_all), max(xs_all), 10)
         ys_ref = [r["t_collapse"] or r["t_grok"] for r in rows if r["t_collapse"] or r["t_grok"]]
