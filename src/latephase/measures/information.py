@@ -1048,7 +1048,8 @@ class _Nearest:
     """Each row's L = 2k + 6 nearest other rows of its class, sorted, from block distances
     with an infinite diagonal [K, m, m]: the k-th nearest KEPT row of a replicate (which
     deletes ~1/G of the rows) is then read from the short list; rows whose list holds fewer
-    than k kept rows fall back to the full :func:`_kth_within` (same values)."""
+    than k kept rows fall back to the full :func:`_kth_within` (same values).  The per-class
+    analogue of :class:`_Neighbours`."""
 
     def __init__(self, d_inf: FloatArray, k: int) -> None:
         self.d_inf, self.k = d_inf, k
@@ -1062,7 +1063,8 @@ class _Nearest:
         self.cls = np.arange(n_k)[:, None, None]
 
     def kth_all(self, cols: NDArray[np.bool_]) -> FloatArray:
-        """[R, K, m]: :meth:`kth` of each replicate's kept rows ``cols`` [R, K, m]."""
+        """[R, K, m]: for each replicate's kept rows ``cols`` [R, K, m], the distance from each
+        row to its k-th nearest kept other row of its class, as :func:`_kth_within`."""
         if self.d_inf.shape[2] <= self.k:
             return np.full(cols.shape, np.inf)
         cum = np.cumsum(cols[:, self.cls, self.idx], axis=3, dtype=np.int32)  # [R, K, m, L]
@@ -1073,17 +1075,6 @@ class _Nearest:
             out[r] = np.where(short, _kth_within(self.d_inf, cols[r], self.k), out[r])
         return out
 
-    def kth(self, col: NDArray[np.bool_]) -> FloatArray:
-        """[K, m] as :func:`_kth_within` (d_inf, col, k)."""
-        if self.d_inf.shape[2] <= self.k:
-            return np.full(col.shape, np.inf)
-        cum = np.cumsum(col[self.cls, self.idx], axis=2)  # kept among the first j  [K, m, L]
-        pos = np.argmax(cum >= self.k, axis=2)
-        out = np.take_along_axis(self.dist, pos[:, :, None], axis=2)[:, :, 0]
-        short = cum[:, :, -1] < self.k
-        if short.any():
-            out = np.where(short, _kth_within(self.d_inf, col, self.k), out)
-        return out
 
 
 #: entries of the [replicates, K, m, m] comparisons :func:`_dense_conditional_ksg` makes at
@@ -1210,8 +1201,9 @@ def _cmi_replicates(zj: FloatArray, zc: FloatArray, xj: FloatArray, zc_perm: Flo
         out[rows_of] = tab[blocks.valid]
         return out
 
-    kth = [(scatter(dg.kth(blocks.rows(mk))), scatter(dg0.kth(blocks.rows(mk))))
-           for mk in masks]
+    cols = np.stack([blocks.rows(mk) for mk in masks])  # [R, K, m]
+    kth = list(zip(map(scatter, dg.kth_all(cols)), map(scatter, dg0.kth_all(cols)),
+                   strict=True))
     # pairs of Z rows closer than any radius a replicate needs; the null sample (row i
     # holds z[perm[i]]) reuses them: its row i is Z's row perm[i]
     need = np.zeros(y.size)
@@ -1226,7 +1218,6 @@ def _cmi_replicates(zj: FloatArray, zc: FloatArray, xj: FloatArray, zc_perm: Flo
     n_c_kept = np.stack([blocks.rows(mk).sum(axis=1)[label] for mk in masks])
     izy_all = _dense_ross(np.stack([d for d, _ in kth]), pairs, keep, n_c_kept, k)
     izy0_all = _dense_ross(np.stack([d for _, d in kth]), pairs0, keep, n_c_kept, k)
-    cols = np.stack([blocks.rows(mk) for mk in masks])  # [R, K, m]
     n_kept = keep.sum(axis=1)
     red_all = _dense_conditional_ksg(dz, dx, dj, cols, act, k, n_kept)
     red_w_all = _dense_conditional_ksg(dz_w, dx, dj_w, cols, act, k, n_kept)
