@@ -613,8 +613,9 @@ class Tracker:
         and release the run directory.  Calling it again does nothing."""
         if self.run is not None and not self._closed:
             try:
-                extra = ({"forecast": forecast_summary(self.forecasts, self.forecast)}
-                         if self.forecasts else {})
+                extra: dict[str, Any] = (
+                    {"forecast": forecast_summary(self.forecasts, self.forecast)}
+                    if self.forecasts else {})
                 self.run.finish(Status(status), timescales=self._timescales,
                                 updated=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
             finally:
