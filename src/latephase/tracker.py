@@ -514,9 +514,10 @@ class Tracker:
 
     def _probes(self, name: str, acc: SplitAccumulator) -> dict[str, Probe]:
         """The split's probes, (re)built when its kept rows are not those they hold."""
-        keys, (xs, ys) = acc.row_keys(), acc.inputs()
+        keys, ys = acc.row_keys(), acc.labels()  # the inputs only when (re)building
         held = self._probe_rows.get(name)
         if held is None or not (torch.equal(held[0], keys) and torch.equal(held[1], ys)):
+            xs = acc.inputs()[0]
             if held is not None and name not in self._rebuilt:
                 self._rebuilt.add(name)
                 warnings.warn(f"split {name!r} gave other rows than when its information "

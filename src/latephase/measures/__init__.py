@@ -67,6 +67,12 @@ def check_margin_pair(pair: object, num_classes: int) -> tuple[int, int] | None:
     return ints[0], ints[1]
 
 
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts)`` without the copy when there is one part (kept rows after
+    :meth:`SplitAccumulator._settle`)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 class SplitAccumulator:
     """Streaming per-split statistics of one forward pass.
 
@@ -176,12 +182,17 @@ class SplitAccumulator:
     def row_keys(self) -> torch.Tensor:
         """The kept rows' keys [n_kept], in kept order (only with keyed updates)."""
         self._settle()
-        return torch.cat(self.kept_keys)
+        return _joined(self.kept_keys)
+
+    def labels(self) -> torch.Tensor:
+        """The kept rows' labels [n_kept], in kept order."""
+        self._settle()
+        return _joined(self.kept_y)
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The kept inputs and labels (for building probes)."""
         self._settle()
-        return torch.cat(self.kept_x), torch.cat(self.kept_y)
+        return _joined(self.kept_x), _joined(self.kept_y)
 
     def _margins(self, head: nn.Linear) -> dict[str, Value]:
         """Signed margins (l_a - l_b) / ||w_a - w_b|| of the kept class-a and class-b rows."""
