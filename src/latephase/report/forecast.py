@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from latephase.keys import forecast_key
 from latephase.report.common import Context, legend, mark_times, setup
 
@@ -19,6 +17,7 @@ from latephase.report.common import Context, legend, mark_times, setup
 def forecast_figure(ctx: Context) -> Any:
     """The figure, or None when the run has no forecast values."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     d = ctx.d
     key, lo_key, hi_key = (forecast_key(q) for q in ("t_grok", "t_grok_lo", "t_grok_hi"))
