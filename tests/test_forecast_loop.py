@@ -196,3 +196,25 @@ def test_forecast_figure_draws_future_forecasts_only() -> None:
     past = df.assign(**{KEYS[0]: [nan, nan, 150.0, 250.0, 350.0]})
     assert forecast_figure(Context(past, {}, splits)) is None
     assert forecast_figure(Context(df.drop(columns=KEYS), {}, splits)) is None
+
+
+def test_config_keys_are_the_forecaster_options(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    import dataclasses
+
+    from latephase.cli import main
+    from latephase.config import ForecastConfig
+    from latephase.forecast import MODELS, SIGNALS, from_config
+
+    cfg = make_config("demo", overrides=["forecast.window=12", "forecast.model=power"])
+    opt = from_config(cfg.forecast)
+    assert isinstance(opt, ForecastOptions) and (opt.window, opt.model) == (12, "power")
+    assert from_config(ForecastConfig()) == ForecastOptions()  # same defaults, one definition
+    docs = {f.name: f.metadata["doc"] for f in dataclasses.fields(ForecastConfig)}
+    assert all(name in docs["signal"] for name in SIGNALS)
+    assert all(name in docs["model"] for name in MODELS)
+    for bad, said in (("forecast.window=2", "window=2"), ("forecast.signal=foo", "'foo'")):
+        assert main(["run", "--preset", "demo", bad, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and said in err
+    assert not (tmp_path / "o").exists()  # refused before anything was written

@@ -62,6 +62,10 @@ def check_registries(cfg: Config) -> None:
     from latephase.integrations.sinks import check_sinks
 
     check_sinks(cfg)  # logging.tensorboard / logging.wandb: their package must be installed
+    if cfg.forecast.enabled:
+        from latephase.forecast import from_config
+
+        from_config(cfg.forecast)  # forecast.*: the forecaster's own checks, before any run dir
 
 
 def make_config(preset: str | None = None, config_file: str | Path | None = None,

@@ -243,13 +243,52 @@ class TimescaleConfig:
 @dataclass(frozen=True)
 class ForecastConfig:
     """The online grokking forecast (:mod:`latephase.forecast`): each evaluation record gets
-    ``forecast/t_grok`` with its interval, from the records up to that step only."""
+    ``forecast/t_grok`` with its interval, from the records up to that step only.
+
+    Every field but ``enabled`` is an option of the forecaster
+    (:class:`latephase.forecast.ForecastOptions` is this class plus its validation); the
+    defaults are what ``latephase.forecast.calibrate`` returns on the fig3-small runs
+    (demo preset, weight decay 0.1/0.03/0.01 x seeds 0, 1, 60k steps)."""
 
     enabled: bool = field(
         default=True,
-        metadata=_rng(doc="forecast t_grok at every evaluation point (on for the MLP presets; "
-                          "its constants are calibrated on fig3-small)"),
+        metadata=_rng(doc="forecast t_grok at every evaluation point (on for the MLP presets)"),
     )
+    signal: str = field(default="train_rnc1", metadata=_rng(
+        doc="collapse signal fitted after t_fit: train_rnc1, heldout_rnc1, heldout_nc1"))
+    model: str = field(default="exp", metadata=_rng(
+        doc="model form of log(signal): exp (linear in step), power (linear in log step)"))
+    window: int = field(default=8, metadata=_rng(
+        doc="number of most recent post-fit evaluation points in the fit (>= min_points)"))
+    min_points: int = field(default=5, metadata=_rng(
+        doc="fewer post-fit points than this: not_yet (>= 3: the fit needs a residual)"))
+    level_mode: str = field(default="relative", metadata=_rng(
+        doc="relative: target = level * signal(t_fit); absolute: target = level"))
+    level: float = field(default=0.8426888227717028, metadata=_rng(
+        doc="signal level at t_grok (median over calibration runs) for the point forecast"))
+    level_lo: float = field(default=0.6679635071045235, metadata=_rng(
+        doc="lowest calibration level (interval end)"))
+    level_hi: float = field(default=0.9205663422247463, metadata=_rng(
+        doc="highest calibration level (interval end)"))
+    confidence: float = field(default=0.9, metadata=_rng(
+        doc="confidence of the Fieller interval of the fit, in (0, 1)"))
+    handoff: str = field(default="accuracy", metadata=_rng(
+        doc="once this baseline gives a forecast, report it instead of the collapse fit: "
+            "accuracy (held-out accuracy extrapolation), none (the collapse fit throughout)"))
+    handoff_fraction: float = field(default=0.375, metadata=_rng(
+        doc="hand off only once held-out accuracy >= handoff_fraction x grok_threshold, [0, 1)"))
+    max_ratio: float = field(default=20.0, metadata=_rng(
+        doc="a forecast later than max_ratio x the current step is not_yet (> 1)"))
+    acc_window: int = field(default=8, metadata=_rng(
+        doc="accuracy_extrapolation: most recent points in the logit-accuracy fit"))
+    inverse_wd_c: float = field(default=796.7783564090741, metadata=_rng(
+        doc="inverse_wd baseline: t_grok * weight_decay of the calibration run inverse_wd_run"))
+    inverse_wd_run: str = field(default="wd0.03-seed0", metadata=_rng(
+        doc="the calibration run inverse_wd_c was taken from"))
+    calibrated_on: str = field(default=(
+        "17625c64d638,18ce97869340,54676497d215,5abc24d77d91,9e63cc007957,e7b6f8bb56d6"),
+        metadata=_rng(doc="comma-separated config digests of the calibration runs "
+                          "(forecast-eval refuses them)"))
 
 
 @dataclass(frozen=True)

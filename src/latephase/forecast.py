@@ -64,13 +64,14 @@ import json
 import math
 import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latephase.config import ForecastConfig
 from latephase.errors import LatephaseError, RunDirError, unknown_choice
 from latephase.keys import STEP, record_key
 from latephase.timescales import first_crossing, value_at
@@ -114,52 +115,16 @@ HANDOFFS: dict[str, Callable[..., Forecast] | None] = {"none": None}
 
 
 # ---------------------------------------------------------------------------- options
-def _doc(text: str) -> dict[str, str]:
-    return {"doc": text}
-
-
 @dataclass(frozen=True)
-class ForecastOptions:
-    """Every choice of the forecaster, as plain scalars (mirrored as ``forecast.<name>``).
+class ForecastOptions(ForecastConfig):
+    """Every choice of the forecaster, as plain scalars: the fields of
+    :class:`latephase.config.ForecastConfig` (config keys ``forecast.<name>``, documented
+    there and by ``latephase config``), plus their validation.
 
     The defaults are exactly what :func:`calibrate` returns on the calib sweep (see the
-    module docstring); ``calibrated_on`` lists those runs' config digests.
+    module docstring); ``calibrated_on`` lists those runs' config digests.  ``enabled`` is
+    read by the training loop only.
     """
-
-    signal: str = field(default="train_rnc1", metadata=_doc(
-        "collapse signal fitted after t_fit: " + ", ".join(SIGNALS)))
-    model: str = field(default="exp", metadata=_doc(
-        "model form of log(signal): exp (linear in step), power (linear in log step)"))
-    window: int = field(default=8, metadata=_doc(
-        "number of most recent post-fit evaluation points in the fit (>= min_points)"))
-    min_points: int = field(default=5, metadata=_doc(
-        "fewer post-fit points than this: not_yet (>= 3: the fit needs a residual)"))
-    level_mode: str = field(default="relative", metadata=_doc(
-        "relative: target = level * signal(t_fit); absolute: target = level"))
-    level: float = field(default=0.8426888227717028, metadata=_doc(
-        "signal level at t_grok (median over calibration runs) for the point forecast"))
-    level_lo: float = field(default=0.6679635071045235, metadata=_doc(
-        "lowest calibration level (interval end)"))
-    level_hi: float = field(default=0.9205663422247463, metadata=_doc(
-        "highest calibration level (interval end)"))
-    confidence: float = field(default=0.9, metadata=_doc(
-        "confidence of the Fieller interval of the fit, in (0, 1)"))
-    handoff: str = field(default="accuracy", metadata=_doc(
-        "once this baseline gives a forecast, report it instead of the collapse fit: "
-        "accuracy (held-out accuracy extrapolation), none (the collapse fit throughout)"))
-    handoff_fraction: float = field(default=0.375, metadata=_doc(
-        "hand off only once held-out accuracy >= handoff_fraction x grok_threshold, [0, 1)"))
-    max_ratio: float = field(default=20.0, metadata=_doc(
-        "a forecast later than max_ratio x the current step is not_yet (> 1)"))
-    acc_window: int = field(default=8, metadata=_doc(
-        "accuracy_extrapolation: most recent points in the logit-accuracy fit"))
-    inverse_wd_c: float = field(default=796.7783564090741, metadata=_doc(
-        "inverse_wd: t_grok * weight_decay of the one calibration run inverse_wd_run"))
-    inverse_wd_run: str = field(default="wd0.03-seed0", metadata=_doc(
-        "the calibration run inverse_wd_c was taken from"))
-    calibrated_on: str = field(default=(
-        "17625c64d638,18ce97869340,54676497d215,5abc24d77d91,9e63cc007957,e7b6f8bb56d6"),
-        metadata=_doc("comma-separated config digests of the calibration runs"))
 
     def validate(self) -> ForecastOptions:
         """Raise :class:`ForecastError` naming the first bad option; return self."""
@@ -192,6 +157,11 @@ class ForecastOptions:
             raise ForecastError(f"forecast option max_ratio={self.max_ratio!r}: expected a "
                                 "number > 1")
         return self
+
+
+def from_config(cfg: ForecastConfig) -> ForecastOptions:
+    """The options of the ``forecast.*`` config keys, validated."""
+    return ForecastOptions(**dataclasses.asdict(cfg)).validate()
 
 
 def _is_real(v: object) -> bool:
@@ -549,9 +519,11 @@ def forecast_history(records: Sequence[Mapping[str, Any]],
 # ---------------------------------------------------------------------------- runs
 def config_digest(info: Mapping[str, Any]) -> str:
     """12 hex digits of sha256 of the run's resolved training config (``config.json``'s
-    ``config`` without its ``name``), identifying the experiment whatever the directory."""
+    ``config`` without its ``name`` and ``forecast`` sections), identifying the experiment
+    whatever the directory and the forecaster's own options."""
     cfg = dict(info.get("config") or {})
     cfg.pop("name", None)
+    cfg.pop("forecast", None)
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 

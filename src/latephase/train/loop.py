@@ -174,15 +174,13 @@ def move_dataset(data: Dataset, device: torch.device) -> Dataset:
 
 
 def forecast_options(cfg: Config) -> Any:
-    """The run's :class:`latephase.forecast.ForecastOptions` (None: ``forecast.enabled`` off)
-    from the ``forecast.*`` config keys of the same names."""
+    """The run's :class:`latephase.forecast.ForecastOptions` (None: ``forecast.enabled`` off):
+    the ``forecast.*`` config keys, validated."""
     if not cfg.forecast.enabled:
         return None
-    from latephase.forecast import ForecastOptions
+    from latephase.forecast import from_config
 
-    names = {f.name for f in dataclasses.fields(ForecastOptions)}
-    return ForecastOptions(**{k: v for k, v in dataclasses.asdict(cfg.forecast).items()
-                              if k in names}).validate()
+    return from_config(cfg.forecast)
 
 
 def nonfinite_reason(model: nn.Module) -> str | None:
