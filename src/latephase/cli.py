@@ -383,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except LatephaseError as exc:
         return _error(str(exc))
+    except BrokenPipeError:  # the reader went away (latephase config | head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
     except OSError as exc:
         if os.environ.get(DEBUG_ENV) == "1":
             raise
