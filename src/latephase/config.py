@@ -186,8 +186,8 @@ class TrainConfig:
     threads: int | str = field(
         default="auto",
         metadata=_rng(1, COUNT_MAX, choices=("auto",),
-                      doc="torch/BLAS threads: 'auto' (every core; in a sweep cores // runs at "
-                          "once) or an int"),
+                      doc="torch/BLAS threads: 'auto' (the cores other work leaves idle; in a "
+                          "sweep cores // runs at once) or an int"),
     )
     flush_denormal: bool = field(
         default=True, metadata=_rng(doc="flush subnormal floats to zero while training "

@@ -109,12 +109,14 @@ def test_resolve_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     previous = runtime.set_auto_threads(None)  # tests/conftest.py sets 1
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # an idle machine
         assert runtime.resolve_threads("auto") == cores
         assert runtime.share_of_cores(1) == cores
         assert runtime.share_of_cores(cores + 1) == 1  # never 0
         for env, budget in (("3", 3), (" 7 ", 7), ("0", cores), ("two", cores), ("", cores)):
             monkeypatch.setenv("OMP_NUM_THREADS", env)
             assert runtime.resolve_threads("auto") == runtime.thread_budget() == budget
+        monkeypatch.delenv("OMP_NUM_THREADS")
         monkeypatch.setenv("OMP_NUM_THREADS", "6")
         assert runtime.share_of_cores(4) == 1 and runtime.share_of_cores(3) == 2
         assert runtime.set_auto_threads(5) is None
@@ -178,3 +180,31 @@ def test_flushing_leaves_metrics_identical() -> None:
     assert subnormal[True] == 0
     assert out[True] == out[False]
     assert len(out[True].splitlines()) == len(eval_steps(cfg.train.steps, "log", 10))
+
+
+@pytest.mark.parametrize(("cores", "load", "expected"), [
+    (2, 0.2, 2), (2, 0.6, 1), (2, 1.4, 1), (2, 5.0, 1), (8, 2.6, 5), (8, 0.0, 8)])
+def test_auto_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch, cores: int,
+                                      load: float, expected: int) -> None:
+    """A single run's "auto": the cores not kept busy by other work (rounded 1-minute load
+    average), at least 1; OMP_NUM_THREADS, a sweep worker's share and an int still win."""
+    previous = runtime.set_auto_threads(None)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(runtime, "available_cores", lambda: cores)
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        assert runtime.resolve_threads("auto") == expected
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert runtime.resolve_threads("auto") == 3
+        runtime.set_auto_threads(2)
+        assert runtime.resolve_threads("auto") == 2
+    finally:
+        runtime.set_auto_threads(previous)
+
+
+def test_auto_without_a_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> tuple[float, float, float]:
+        raise OSError("no load average")
+
+    monkeypatch.setattr(os, "getloadavg", missing)
+    assert runtime.busy_cores() == 0
