@@ -109,7 +109,7 @@ def test_resolve_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     previous = runtime.set_auto_threads(None)  # tests/conftest.py sets 1
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # an idle machine
+        monkeypatch.setattr(runtime, "busy_cores", lambda: 0)  # an idle machine
         assert runtime.resolve_threads("auto") == cores
         assert runtime.share_of_cores(1) == cores
         assert runtime.share_of_cores(cores + 1) == 1  # never 0
@@ -182,17 +182,17 @@ def test_flushing_leaves_metrics_identical() -> None:
     assert len(out[True].splitlines()) == len(eval_steps(cfg.train.steps, "log", 10))
 
 
-@pytest.mark.parametrize(("cores", "load", "expected"), [
-    (2, 0.2, 2), (2, 0.6, 1), (2, 1.4, 1), (2, 5.0, 1), (8, 2.6, 5), (8, 0.0, 8)])
+@pytest.mark.parametrize(("cores", "busy", "expected"), [
+    (2, 0, 2), (2, 1, 1), (2, 2, 1), (2, 5, 1), (8, 3, 5), (8, 0, 8)])
 def test_auto_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch, cores: int,
-                                      load: float, expected: int) -> None:
-    """A single run's "auto": the cores not kept busy by other work (rounded 1-minute load
-    average), at least 1; OMP_NUM_THREADS, a sweep worker's share and an int still win."""
+                                      busy: int, expected: int) -> None:
+    """A single run's "auto": the cores not kept busy by other work, at least 1;
+    OMP_NUM_THREADS, a sweep worker's share and an int still win."""
     previous = runtime.set_auto_threads(None)
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.setattr(runtime, "available_cores", lambda: cores)
-        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(runtime, "busy_cores", lambda: busy)
         assert runtime.resolve_threads("auto") == expected
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
         assert runtime.resolve_threads("auto") == 3
@@ -202,9 +202,69 @@ def test_auto_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch, cores: in
         runtime.set_auto_threads(previous)
 
 
+def _fake_stat(monkeypatch: pytest.MonkeyPatch, samples: list[str]) -> None:
+    """Serve ``samples`` as successive reads of /proc/stat (no sleeping)."""
+    reads = iter(samples)
+    real = runtime.Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if str(self) == "/proc/stat":
+            return next(reads)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runtime.Path, "read_text", read_text)
+    monkeypatch.setattr(runtime.time, "sleep", lambda s: None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+
+@pytest.mark.parametrize(("deltas", "expected"), [
+    # per CPU: (user, idle, iowait, steal) jiffies elapsed over the sample
+    (((0, 25, 0, 0), (0, 25, 0, 0)), 0),  # both idle
+    (((25, 0, 0, 0), (0, 25, 0, 0)), 1),  # one busy
+    (((25, 0, 0, 0), (1, 24, 0, 0)), 1),
+    (((0, 20, 5, 0), (0, 25, 0, 0)), 0),  # waiting on disk is idle
+    (((20, 0, 0, 5), (18, 7, 0, 0)), 2),  # steal is busy
+])
+def test_busy_cores_from_proc_stat(monkeypatch: pytest.MonkeyPatch,
+                                   deltas: tuple[tuple[int, ...], ...], expected: int) -> None:
+    """busy_cores: the busy share of this process's CPUs between two reads of /proc/stat
+    (idle and iowait idle; user, system, steal busy) times their number, rounded; CPUs
+    outside the affinity mask (cpu2 here, always busy) do not count."""
+    def stat(scale: int) -> str:
+        lines = ["cpu  1 2 3 4 5 6 7 8 9 10"]
+        for n, (user, idle, iowait, steal) in enumerate(deltas):
+            lines.append(f"cpu{n} {100 + scale * user} 0 10 {500 + scale * idle} "
+                         f"{7 + scale * iowait} 0 0 {scale * steal} 0 0")
+        lines.append(f"cpu2 {100 + scale * 25} 0 0 0 0 0 0 0 0 0")
+        lines.append("intr 12345 0 0")
+        return "\n".join(lines) + "\n"
+
+    _fake_stat(monkeypatch, [stat(0), stat(1)])
+    assert runtime.busy_cores() == expected
+
+
+def test_busy_cores_sees_a_busy_process() -> None:
+    """Really measured: a spinning child process keeps at least one core busy."""
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert runtime.busy_cores() >= 1
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_auto_without_a_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing() -> tuple[float, float, float]:
+    """Neither /proc/stat nor a load average: nothing counts as busy."""
+    def missing(*args: object) -> tuple[float, float, float]:
         raise OSError("no load average")
 
     monkeypatch.setattr(os, "getloadavg", missing)
+    monkeypatch.setattr(runtime, "_cpu_times", lambda cpus: None)
     assert runtime.busy_cores() == 0
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.6, 1.0, 1.0))
+    assert runtime.busy_cores() == 2  # the rounded 1-minute load average where no /proc/stat

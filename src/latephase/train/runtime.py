@@ -7,9 +7,9 @@ loop) never find global state changed behind their back.
 
 Threads.  ``train.threads = "auto"`` means, for a single run, ``OMP_NUM_THREADS`` where
 the user set it, else the cores this process may run on (``os.sched_getaffinity``, else
-``os.cpu_count``) that other work does not keep busy (minus the rounded 1-minute load
-average, at least 1: a thread contending for a busy core is far slower than none, see
-:func:`idle_budget`); a sweep worker process is told its
+``os.cpu_count``) that other work does not keep busy (minus the busy share of those CPUs
+over a quarter second of ``/proc/stat``, at least 1: a thread contending for a busy core is
+far slower than none, see :func:`idle_budget`); a sweep worker process is told its
 share, ``budget // concurrent runs`` (at least 1), with :func:`set_auto_threads`.  An int
 is used as given.  NumPy/SciPy BLAS pools (the information estimators) get the same count
 through ``threadpoolctl``.  (On an oversubscribed machine more threads can be much slower:
@@ -40,7 +40,9 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from latephase.config import Config
@@ -71,8 +73,48 @@ def thread_budget() -> int:
     return int(env) if env.isdigit() and int(env) > 0 else available_cores()
 
 
-def busy_cores() -> int:
-    """Cores other work keeps busy: the 1-minute load average, rounded (0 where unknown)."""
+#: seconds :func:`busy_cores` watches the CPU counters for
+BUSY_SAMPLE_S = 0.25
+
+
+def _cpu_times(cpus: set[int] | None) -> tuple[float, float] | None:
+    """(busy, total) jiffies summed over the ``cpuN`` lines of ``/proc/stat`` whose N is in
+    ``cpus`` (all when None); idle and iowait count as idle, everything else (steal
+    included) as busy.  None where ``/proc/stat`` is not readable (not Linux)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    busy = total = 0.0
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or (cpus is not None
+                                                            and int(name[3:]) not in cpus):
+            continue
+        ticks = [float(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return (busy, total) if total else None
+
+
+def busy_cores(sample_s: float = BUSY_SAMPLE_S) -> int:
+    """Cores other work keeps busy now: the busy share of this process's CPUs over
+    ``sample_s`` seconds of ``/proc/stat`` (this process sleeps meanwhile), times their
+    number, rounded.  Not the load average: on a virtual machine it can sit near 1 while
+    every core is idle (measured here: 0.9 with /proc/stat 100 % idle), which made "auto"
+    train on one of two idle cores.  Falls back to the rounded 1-minute load average where
+    there is no ``/proc/stat``, and 0 where neither is known."""
+    try:
+        cpus: set[int] | None = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = None
+    before = _cpu_times(cpus)
+    if before is not None:
+        time.sleep(sample_s)
+        after = _cpu_times(cpus)
+        if after is not None and after[1] > before[1]:
+            share = (after[0] - before[0]) / (after[1] - before[1])
+            return max(0, int(share * (len(cpus) if cpus else available_cores()) + 0.5))
     try:
         return max(0, int(os.getloadavg()[0] + 0.5))
     except (AttributeError, OSError):  # no load average on this platform
