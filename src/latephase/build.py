@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from latephase.data import Dataset
+    from latephase.train.optim import Optimizer
 
 
 def registries() -> dict[str, Mapping[str, Any]]:
@@ -170,7 +171,7 @@ def build_loss(cfg: Config, num_classes: int) -> Callable[..., Any]:
     return LOSSES[cfg.train.loss](num_classes)
 
 
-def build_optimizer(cfg: Config, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def build_optimizer(cfg: Config, params: Iterable[nn.Parameter]) -> Optimizer:
     """``OPTIMIZERS[cfg.optim.name](params, cfg.optim)``."""
     from latephase.train.optim import OPTIMIZERS
 

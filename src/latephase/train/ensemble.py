@@ -36,6 +36,7 @@ from latephase.train.loop import (
     move_dataset,
     resolve_device,
 )
+from latephase.train.optim import Optimizer
 from latephase.train.runtime import in_training_runtime
 
 #: config keys that may differ between the members of one ensemble
@@ -128,7 +129,7 @@ class StackedMLP:
         return out
 
 
-def ensemble_step(stack: StackedMLP, opts: Sequence[torch.optim.Optimizer],
+def ensemble_step(stack: StackedMLP, opts: Sequence[Optimizer],
                   samplers: Sequence[EpochSampler], xs: torch.Tensor, ys: torch.Tensor,
                   eye: torch.Tensor, sse: bool, active: Sequence[bool]) -> None:
     """One optimizer step of every active member, each on its own next minibatch.

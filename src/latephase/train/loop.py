@@ -35,7 +35,7 @@ from latephase.train.grad import GradFn, make_grad_fn
 # ----------------------------------------------------------------------------- registries
 # (defined in losses.py, optim.py and schedule.py; re-exported here)
 from latephase.train.losses import LOSSES, SSE, CrossEntropy  # noqa: E402, F401
-from latephase.train.optim import OPTIMIZERS, LeanAdamW, _adamw, _sgd  # noqa: E402, F401
+from latephase.train.optim import OPTIMIZERS, LeanAdamW, Optimizer, _adamw, _sgd  # noqa: E402, F401
 from latephase.train.runtime import in_training_runtime
 from latephase.train.schedule import (  # noqa: E402, F401
     SCHEDULES,
@@ -102,7 +102,7 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-def run_steps(grad_fn: GradFn, opt: torch.optim.Optimizer, sampler: EpochSampler,
+def run_steps(grad_fn: GradFn, opt: Optimizer, sampler: EpochSampler,
               xs: torch.Tensor, ys: torch.Tensor, n: int,
               should_stop: Callable[[], bool] = lambda: False) -> int:
     """Up to ``n`` optimizer steps on minibatches of (xs, ys); ``grad_fn`` (see
