@@ -299,3 +299,30 @@ def test_measure_split_rejects_bad_input(kw, match):
     with pytest.raises(ValueError, match=match):
         measure_split(model, args["x"], args["y"], args["num_classes"], head=args["head"],
                       loss_fn=lambda lg, t: lg.sum(1), batch_size=args["batch_size"])
+
+
+@pytest.mark.parametrize(("keep_rows", "batch"), [(7, 5), (7, 3), (50, 8), (100, 9)])
+def test_keyed_inputs_are_the_bottom_k_rows_in_key_order(keep_rows: int, batch: int) -> None:
+    """Keyed updates with inputs kept: inputs(), labels(), row_keys() and the kept features
+    are the ``keep_rows`` rows of smallest (key, label), in that order, whatever the batch
+    size (several prunings when 2 keep_rows < rows; the inputs are gathered lazily), checked
+    against a sort of all rows done here."""
+    g = torch.Generator().manual_seed(3)
+    n, k = 60, 4
+    x = torch.randn(n, 6, generator=g)
+    y = torch.randint(0, k, (n,), generator=g)
+    keys = torch.randint(0, 20, (n,), generator=g)  # ties: the label breaks them
+    z = torch.randn(n, 5, generator=g)
+    acc = SplitAccumulator(k, None, [PENULTIMATE], keep_rows=keep_rows, keep_inputs=True,
+                           margin_pair=None)
+    for s in range(0, n, batch):
+        sl = slice(s, s + batch)
+        acc.update(torch.randn(len(y[sl]), k, generator=g), {PENULTIMATE: z[sl]}, y[sl], x[sl],
+                   keys=keys[sl])
+    rank = sorted(range(n), key=lambda i: (int(keys[i]), int(y[i]), i))[:keep_rows]
+    xs, ys = acc.inputs()
+    assert torch.equal(ys, y[rank]) and torch.equal(acc.labels(), y[rank])
+    assert torch.equal(acc.row_keys(), keys[rank])
+    assert torch.equal(torch.cat(acc.kept[PENULTIMATE]), z[rank])
+    assert torch.equal(xs, x[rank])
+    assert torch.equal(acc.inputs()[0], x[rank])  # asking twice changes nothing

@@ -101,6 +101,7 @@ class SplitAccumulator:
         self.kept_logits: list[torch.Tensor] = []
         self.kept_y: list[torch.Tensor] = []
         self.kept_x: list[torch.Tensor] = []
+        self._x_order: torch.Tensor | None = None  # kept_x's pending order (see _settle)
         self.kept_keys: list[torch.Tensor] = []  # row keys, when update() is given keys
         self.n = self.n_kept = self.correct = 0
         self.loss_sum = 0.0
@@ -144,6 +145,7 @@ class SplitAccumulator:
                 self.margin_diffs[0].append(diff[yk == a].cpu())
                 self.margin_diffs[1].append(diff[yk == b_].cpu())
             if self.keep_inputs and x is not None:
+                self._gather_x()
                 self.kept_x.append(x.detach()[:room])
             if keys is not None:
                 self.kept_keys.append(keys.detach().to(y.device))
@@ -170,7 +172,10 @@ class SplitAccumulator:
 
         for name in self.layers:
             self.kept[name] = pick(self.kept[name])
-        self.kept_logits, self.kept_x = pick(self.kept_logits), pick(self.kept_x)
+        self.kept_logits = pick(self.kept_logits)
+        if self.kept_x:  # inputs are gathered only when asked for (probes are built rarely):
+            self._gather_x()  # a 4000-row MNIST split is 12.5 MB to copy per evaluation
+            self._x_order = order
         self.kept_y, self.kept_keys = [y[order]], [keys[order]]
         self.n_kept = len(order)
         if self.margin_pair is not None:  # the margins of the rows kept now
@@ -178,6 +183,13 @@ class SplitAccumulator:
             lg, yk = self.kept_logits[0].to(torch.float64), self.kept_y[0]
             diff = lg[:, a] - lg[:, b]
             self.margin_diffs = ([diff[yk == a].cpu()], [diff[yk == b].cpu()])
+
+    def _gather_x(self) -> list[torch.Tensor]:
+        """``kept_x`` in kept order: applies the order :meth:`_settle` left pending."""
+        if self._x_order is not None:
+            order, self._x_order = self._x_order, None
+            self.kept_x = [torch.cat(self.kept_x)[order.to(self.kept_x[0].device)]]
+        return self.kept_x
 
     def row_keys(self) -> torch.Tensor:
         """The kept rows' keys [n_kept], in kept order (only with keyed updates)."""
@@ -192,7 +204,7 @@ class SplitAccumulator:
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The kept inputs and labels (for building probes)."""
         self._settle()
-        return _joined(self.kept_x), _joined(self.kept_y)
+        return _joined(self._gather_x()), _joined(self.kept_y)
 
     def _margins(self, head: nn.Linear) -> dict[str, Value]:
         """Signed margins (l_a - l_b) / ||w_a - w_b|| of the kept class-a and class-b rows."""
