@@ -9,6 +9,7 @@ flush shows up as a non-zero share of the result.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -139,9 +140,15 @@ def test_train_restores_the_callers_settings(tmp_path: Path) -> None:
                                          "measures.information=[]"])
     torch.set_num_threads(1)
     torch.set_flush_denormal(False)
-    train_run(cfg, RunDir.create(tmp_path / "r", cfg), progress=False)
+    summary = train_run(cfg, RunDir.create(tmp_path / "r", cfg), progress=False)
     assert torch.get_num_threads() == 1
     assert flushed_share(1) == 0.0
+    # what the run trained with is recorded (results depend on the thread count)
+    on_disk = json.loads((tmp_path / "r" / "summary.json").read_text())
+    can_flush = torch.set_flush_denormal(True)  # the config asks to flush: done where the
+    torch.set_flush_denormal(False)  # CPU can
+    assert summary["runtime"] == on_disk["runtime"] == {"threads": 2,
+                                                        "flush_denormal": can_flush}
 
 
 # --------------------------------------------------------------------------- same metrics

@@ -36,7 +36,7 @@ from latephase.train.grad import GradFn, make_grad_fn
 # (defined in losses.py, optim.py and schedule.py; re-exported here)
 from latephase.train.losses import LOSSES, SSE, CrossEntropy  # noqa: E402, F401
 from latephase.train.optim import OPTIMIZERS, LeanAdamW, Optimizer, _adamw, _sgd  # noqa: E402, F401
-from latephase.train.runtime import in_training_runtime
+from latephase.train.runtime import flushes_denormals, in_training_runtime
 from latephase.train.schedule import (  # noqa: E402, F401
     SCHEDULES,
     _log_schedule,
@@ -311,6 +311,10 @@ class Member:
             Status(status), expected_steps=self.schedule, timescales=scales,
             wall_time_s=self.wall_before + time.perf_counter() - self.t0,
             session_train_s=self.times["train"], session_eval_s=self.times["eval"],
+            # float sums depend on the thread count and "auto" depends on the machine's load:
+            # the count this session trained with is what reproduces its records exactly
+            runtime={"threads": torch.get_num_threads(),
+                     "flush_denormal": flushes_denormals()},
             information_params={f"{s}/{layer}".rstrip("/"): p.params
                                 for (s, layer), p in self.tracker.probes.items()},
             **({"forecast": forecast_summary(self.forecast_history(), self.forecast)}
