@@ -27,6 +27,7 @@ def run(cfg: Config, out: str | Path = "runs", name: str | None = None, *,
     """
     from latephase.train import train
     from latephase.train.loop import resolve_device
+    from latephase.train.runtime import release_memory
 
     check_registries(cfg)
     device = resolve_device(cfg.device)  # an unavailable device fails before anything is written
@@ -35,7 +36,9 @@ def run(cfg: Config, out: str | Path = "runs", name: str | None = None, *,
     run_dir = RunDir.create(child_path(out, name or default_run_name(cfg)), cfg,
                             {"device": str(device)})  # provenance: auto resolved
     summary = train(cfg, run_dir, progress=progress, data=data)
+    del data
     if figures:
+        release_memory()  # training's freed buffers, before matplotlib allocates its own
         summary["figures"] = [str(p) for p in report(run_dir.path)]
     return run_dir, summary
 
@@ -52,6 +55,7 @@ def resume(path: str | Path, *, progress: bool = True, figures: bool = True,
     import dataclasses
 
     from latephase.train import train
+    from latephase.train.runtime import release_memory
 
     recorder = RunRecorder.take(RunDir.open(path))  # the writer lock, for the whole resume
     try:
@@ -78,6 +82,7 @@ def resume(path: str | Path, *, progress: bool = True, figures: bool = True,
     finally:
         recorder.close()
     if figures:
+        release_memory()
         summary["figures"] = [str(p) for p in report(recorder.path)]
     return recorder, summary
 
