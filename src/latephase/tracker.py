@@ -229,8 +229,9 @@ def _one_thread(probe: InfoProbe, feats: torch.Tensor) -> dict[str, float]:
     """``probe(feats)`` on one thread (torch and NumPy's BLAS), restoring both after.  The
     estimators work on 1000-row NumPy arrays, mostly single-threaded element-wise code between
     small LAPACK calls; with two threads the idle BLAS and OpenMP workers spin and take the
-    core the main thread needs.  Measured on 2 cores (paper-mnist, one evaluation point, best
-    of 8): 2 threads 282-345 ms, the estimators on 1 thread 228-235 ms."""
+    core the main thread needs.  Measured on 2 cores (paper-mnist, a whole evaluation point
+    at train.threads=2, best of 4, two rounds): 282-345 ms with the estimators on 2 threads,
+    211-226 ms with them on 1."""
     from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()

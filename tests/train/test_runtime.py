@@ -304,3 +304,25 @@ def test_release_memory_returns_freed_heap_pages() -> None:
     after = resident_mb()
     assert before - after > 100, (before, after)
     assert len(keep) == 300
+
+
+def test_estimators_on_one_thread_leave_the_runtime_as_it_was() -> None:
+    """The Tracker runs the information estimators on one thread inside a 2-thread training
+    runtime; afterwards torch and BLAS are back at 2 threads and every OpenMP thread still
+    flushes subnormals."""
+    from torch import nn
+
+    from latephase.tracker import Tracker
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 12, generator=g), torch.arange(300) % 3
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    with runtime.training_runtime(2, True):
+        tracker = Tracker(model, {"test": (x, y)}, head="2", information=("nhsic",),
+                          information_n=200)
+        record = tracker.measure()
+        assert torch.get_num_threads() == 2
+        assert all(n == 2 for n in blas_threads())
+        if torch.set_flush_denormal(True):  # the CPU can flush
+            assert flushed_share(2) == 1.0
+    assert 0.0 < record["test/nhsic/nhsic_zy"] < 3.0
