@@ -299,3 +299,15 @@ def test_a_split_that_changes_rebuilds_its_probes_once_warned() -> None:
             warnings.simplefilter("ignore")
             want = fresh.evaluate(i)
         assert not records_close(rec, want, 1e-12), i
+
+
+def test_row_keys_in_blocks_equal_keys_of_the_whole() -> None:
+    """RowKeys hashes large inputs in row blocks (to bound its float64 transient); every key
+    equals the one computed on the whole tensor at once, for float and uint8 inputs."""
+    g = torch.Generator().manual_seed(0)
+    keys = RowKeys(3)
+    for x in (torch.randn(3 * RowKeys.ROWS + 7, 784, generator=g),
+              torch.randint(0, 255, (RowKeys.ROWS + 1, 3, 8, 8), generator=g,
+                            dtype=torch.uint8)):
+        assert torch.equal(keys(x), keys._keys(x))
+        assert torch.equal(keys(x[5:9]), keys._keys(x)[5:9])
