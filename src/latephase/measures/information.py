@@ -371,17 +371,13 @@ def _pca_project(
     n, d = centred.shape
     total = float(np.einsum("ij,ij->", centred, centred))
     if svd_solver in ("auto", "covariance_eigh"):
-        if d <= n:
-            lam, vecs = linalg.eigh(centred.T @ centred, subset_by_index=(d - dim, d - 1),
-                                    check_finite=False)
-            lam, vecs = lam[::-1], _sign_fixed(vecs[:, ::-1])
-            scores = centred @ vecs
-        else:
-            lam, vecs = linalg.eigh(centred @ centred.T, subset_by_index=(n - dim, n - 1),
-                                    check_finite=False)
-            lam, vecs = np.clip(lam[::-1], 0.0, None), _sign_fixed(vecs[:, ::-1])
-            scores = vecs * np.sqrt(lam)
-        return scores, np.clip(lam, 0.0, None) / max(total, 1e-300), "covariance_eigh"
+        small = min(n, d)
+        gram = centred.T @ centred if d <= n else centred @ centred.T
+        lam, vecs = linalg.eigh(gram, subset_by_index=(small - dim, small - 1),
+                                check_finite=False)
+        lam, vecs = np.clip(lam[::-1], 0.0, None), _sign_fixed(vecs[:, ::-1])
+        scores = centred @ vecs if d <= n else vecs * np.sqrt(lam)
+        return scores, lam / max(total, 1e-300), "covariance_eigh"
     if svd_solver == "full":
         u, sv, _ = linalg.svd(centred, full_matrices=False, check_finite=False)
         u = _sign_fixed(u[:, :dim])
