@@ -242,7 +242,9 @@ def _one_thread(probe: InfoProbe, feats: torch.Tensor) -> dict[str, float]:
     small LAPACK calls; with two threads the idle BLAS and OpenMP workers spin and take the
     core the main thread needs.  Measured on 2 cores (paper-mnist, a whole evaluation point
     at train.threads=2, best of 4, two rounds): 282-345 ms with the estimators on 2 threads,
-    211-226 ms with them on 1."""
+    211-226 ms with them on 1.  With a thread budget >= 2, nHSIC (GIL-free LAPACK) runs in a
+    second Python thread beside the k-NN estimators, each on one BLAS thread: the same
+    floats, less wall time (measured below in ``latephase bench``)."""
     from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()
@@ -251,7 +253,7 @@ def _one_thread(probe: InfoProbe, feats: torch.Tensor) -> dict[str, float]:
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
-            return probe(feats)
+            return probe(feats, workers=threads)
     finally:
         torch.set_num_threads(threads)
 

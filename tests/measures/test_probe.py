@@ -120,3 +120,79 @@ def test_estimator_params_from_config_are_checked_once() -> None:
     bad = make_config("demo", overrides=["measures.knn_se_groups=1"])
     with pytest.raises(ConfigError, match="(kl_knn|cmi_ksg): se_groups=1 is invalid"):
         estimator_params(bad.measures)
+
+
+def _collapsed(n: int = 600, k_classes: int = 6, spread: float = 1e-3, seed: int = 1):
+    """Tight class clusters (the collapsed regime) with inputs that carry the class."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k_classes
+    mu = rng.standard_normal((k_classes, 40))
+    z = (mu[y] + spread * rng.standard_normal((n, 40))).astype(np.float32)
+    x = mu[y] @ rng.standard_normal((40, 50)) + rng.standard_normal((n, 50))
+    return x, z, y
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Same keys in the same order and the same floats (NaN equal to NaN)."""
+    return list(a) == list(b) and all(
+        (x != x and y != y) or x == y for x, y in zip(a.values(), b.values(), strict=True))
+
+
+@pytest.mark.parametrize("data", ["clustered", "collapsed"])
+def test_probe_with_two_workers_gives_the_same_floats(data: str) -> None:
+    # nHSIC on a second thread does the same single-threaded arithmetic (BLAS at one thread,
+    # the fixture): the record must be identical, key order included, at every call.
+    x, z, y = split(n=500) if data == "clustered" else _collapsed()
+    k = 4 if data == "clustered" else 6
+    names = ["nhsic", "kl_knn", "cmi_ksg"]
+    seq, par = InfoProbe(x, y, k, names, n=300), InfoProbe(x, y, k, names, n=300)
+    for shift in (0.0, 0.5):  # two evaluation points
+        zz = z + shift
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a, b = seq(zz), par(zz, workers=2)
+        assert _same(a, b)
+        assert seq.params == par.params
+
+
+def test_probe_runs_nhsic_on_a_second_thread_and_says_its_warnings_once() -> None:
+    import threading
+
+    x, z, y = _collapsed()
+    probe = InfoProbe(x, y, 6, ["nhsic", "kl_knn"], n=None)
+    inner = probe.computers["nhsic"]
+    seen: list[str] = []
+
+    def spy(zs):
+        seen.append(threading.current_thread().name)
+        warnings.warn("nhsic: a test warning", RuntimeWarning, stacklevel=1)
+        return inner(zs)
+
+    probe.computers["nhsic"] = spy
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            probe(z, workers=2)
+        probe(z)  # workers=1: the caller's thread
+    texts = [str(w.message) for w in caught]
+    assert texts.count("nhsic: a test warning") == 1, texts
+    assert texts.count(info.KL_NULL_WARNING) == 1, texts
+    main = threading.current_thread().name
+    assert seen[:3] == ["latephase-nhsic"] * 3 and seen[3] == main
+
+
+@pytest.mark.parametrize("where", ["worker", "caller"])
+def test_probe_error_on_either_thread_is_raised_and_leaves_no_thread(where: str) -> None:
+    import threading
+
+    x, z, y = split()
+    probe = InfoProbe(x, y, 4, ["nhsic", "kl_knn"], n=200)
+    name = "nhsic" if where == "worker" else "kl_knn"
+
+    def fail(zs):
+        raise FloatingPointError(f"{name} failed")
+
+    probe.computers[name] = fail
+    with pytest.raises(FloatingPointError, match=f"{name} failed"):
+        probe(z, workers=2)
+    assert not [t for t in threading.enumerate() if t.name == "latephase-nhsic"]

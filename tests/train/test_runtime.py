@@ -326,3 +326,40 @@ def test_estimators_on_one_thread_leave_the_runtime_as_it_was() -> None:
         if torch.set_flush_denormal(True):  # the CPU can flush
             assert flushed_share(2) == 1.0
     assert 0.0 < record["test/nhsic/nhsic_zy"] < 3.0
+
+
+def test_tracker_runs_nhsic_beside_the_knn_estimators_at_two_threads() -> None:
+    """With a 2-thread budget the Tracker gives the probe workers=2 (nHSIC on a second
+    thread, BLAS at one thread in both); with 1 thread, workers=1.  On the same features the
+    two give the same floats (the features themselves differ at ~1e-7 between 1- and 2-thread
+    forward passes, so records of the two runtimes are not compared)."""
+    from torch import nn
+
+    from latephase.measures.probe import InfoProbe
+    from latephase.tracker import Tracker
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 12, generator=g), torch.arange(300) % 3
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    asked: list[int] = []
+    pairs: list[tuple[dict[str, float], dict[str, float]]] = []
+    call = InfoProbe.__call__
+
+    def spy(self: InfoProbe, z: object, *, workers: int = 1) -> dict[str, float]:
+        asked.append(workers)
+        out = call(self, z, workers=workers)
+        pairs.append((out, call(self, z, workers=1)))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(InfoProbe, "__call__", spy)
+        for threads in (1, 2):
+            with runtime.training_runtime(threads, True):
+                tracker = Tracker(model, {"test": (x, y)}, head="2", information_n=200,
+                                  information=("nhsic", "kl_knn", "cmi_ksg"))
+                tracker.measure()
+    assert asked == [1, 2]
+    par, seq = pairs[1]
+    assert list(par) == list(seq) and len(par) > 10
+    assert all((a != a and b != b) or a == b for a, b in zip(par.values(), seq.values(),
+                                                             strict=True))

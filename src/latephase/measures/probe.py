@@ -13,6 +13,7 @@ estimators on the same subsample (tested).
 from __future__ import annotations
 
 import inspect
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -47,6 +48,33 @@ def stratified_subsample(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     chosen = [rng.choice(np.flatnonzero(y == c), size=t, replace=False)
               for c, t in zip(classes, take, strict=True) if t > 0]
     return np.sort(np.concatenate(chosen))
+
+
+class _Background:
+    """``fn()`` started now on a thread; :meth:`result` joins it and returns its value or
+    raises its exception in the caller."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn()
+            except BaseException as e:  # re-raised in the caller by result()
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="latephase-nhsic")
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _user_params(name: str) -> list[str]:
@@ -121,27 +149,48 @@ class InfoProbe:
         self.params: dict[str, dict[str, Any]] = {}
         self._warned: set[tuple[type[Warning], str]] = set()
 
-    def __call__(self, z: Any) -> dict[str, float]:
-        """Every estimator on the probe's rows of ``z`` [N, p]; keys ``name/key``."""
+    def __call__(self, z: Any, *, workers: int = 1) -> dict[str, float]:
+        """Every estimator on the probe's rows of ``z`` [N, p]; keys ``name/key``.
+
+        ``workers`` >= 2 (a caller with a second idle core; BLAS limited to one thread):
+        nHSIC runs in a second thread alongside the k-NN estimators (its Gram product and
+        Cholesky inverse release the GIL).  The values are the same floats either way, each
+        estimator doing the same single-threaded arithmetic; only the wall time differs."""
         n_z = len(z) if hasattr(z, "__len__") else None
         if n_z != self.n_rows:
             raise ConfigError(f"z has {n_z} rows; valid: one row per row of the probe's split "
                               f"(N={self.n_rows}), in the same order as x and y")
         zs = z[self.idx] if hasattr(z, "detach") else np.asarray(z)[self.idx]
-        out: dict[str, float] = {}
         for side in self._x_sides.values():  # a reduced Z is shared within this call only
             side.cache.forget("z_pca/")
-        for name, compute in self.computers.items():
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                res = compute(zs)
-            for w in caught:  # the subsample is fixed: say each distinct problem once
-                key = (w.category, str(w.message))
-                if key not in self._warned:
-                    self._warned.add(key)
-                    warnings.warn(str(w.message), w.category, stacklevel=2)
-            self.params[name] = res.params
-            out.update(res.flat(f"{name}/"))
+        results: dict[str, info.InfoResult] = {}
+        aside = [name for name in self.computers if name == "nhsic"]
+        if workers < 2 or len(self.computers) < 2:
+            aside = []
+        # one recorder for both threads (the worker runs inside this block and is joined in
+        # it); warnings are deduplicated per probe, since the subsample is fixed
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            worker = _Background(lambda: {n: self.computers[n](zs) for n in aside}) \
+                if aside else None
+            try:
+                for name, compute in self.computers.items():
+                    if name not in aside:
+                        results[name] = compute(zs)
+            finally:  # never leave the worker running past the recorder, even on an error
+                if worker is not None:
+                    worker.join()
+            if worker is not None:
+                results.update(worker.result())
+        for w in caught:
+            key = (w.category, str(w.message))
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(str(w.message), w.category, stacklevel=2)
+        out: dict[str, float] = {}
+        for name in self.computers:  # the estimators' order, whichever thread ran them
+            self.params[name] = results[name].params
+            out.update(results[name].flat(f"{name}/"))
         return out
 
     # ---- estimators without a cached fast path: call the pure function on the subsample
