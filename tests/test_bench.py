@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from latephase import bench
+from latephase import tracker as tracker_module
 from latephase.config import make_config
 from latephase.data import build_dataset
 from latephase.runs import RunDir
@@ -127,6 +128,9 @@ def test_measure_main_run_and_projection() -> None:
     rows = dict(bench.main_run_rows(m))
     assert rows["late step / floor  (target <= 1.3)"] == f"{m.t_late / m.floor:.2f}"
     assert any(k.startswith("projected demo run (1000 steps") for k in rows)
+    assert rows["evaluation, estimators in sequence / nHSIC on a second thread"] == \
+        "- (one thread)"
+    assert tracker_module.PROBE_THREADS is True  # the bench leaves the switch as it was
     set_flush_denormal(False, 1)
 
 

@@ -19,7 +19,9 @@ taken in the same process on one thread:
   in the run against a floor of its matrix multiplies plus AdamW's memory traffic
   (:data:`ADAMW_FLOATS_PER_PARAM` floats per parameter at the bandwidth of a large tensor
   copy measured in the same process; target <= 1.3), one evaluation point in steps (target
-  <= 40), and the run's projected time: steps x late step + first evaluation + the other
+  <= 40; at >= 2 threads nHSIC runs on a second thread beside the k-NN estimators, and the
+  same point with every estimator in sequence is timed in alternation for the ratio), and the
+  run's projected time: steps x late step + first evaluation + the other
   evaluations x one evaluation.
 
 The late step is measured on a state built to look like the run after the fit
@@ -45,6 +47,7 @@ from typing import Any
 
 import torch
 
+from latephase import tracker as tracker_module
 from latephase.config import Config, make_config
 from latephase.data import build_dataset
 from latephase.measures import PENULTIMATE, SplitAccumulator
@@ -301,6 +304,7 @@ class MainRun:
     n_params: int
     t_first_eval: float  # the first evaluation point (builds the estimators' X side)
     t_eval: float  # a later evaluation point
+    t_eval_seq: float  # the same with every estimator on the calling thread (paired)
     evals: int
 
     @property
@@ -317,6 +321,13 @@ class MainRun:
         """steps x late step + first evaluation + (evaluations - 1) x evaluation."""
         return (self.cfg.train.steps * self.t_late + self.t_first_eval
                 + (self.evals - 1) * self.t_eval)
+
+
+def _probe_threads(on: bool) -> Callable[[], None]:
+    """Set :data:`latephase.tracker.PROBE_THREADS` (nHSIC beside the k-NN estimators)."""
+    def enter() -> None:
+        tracker_module.PROBE_THREADS = on
+    return enter
 
 
 def measure_main_run(cfg: Config, quick: bool) -> MainRun:
@@ -336,7 +347,12 @@ def measure_main_run(cfg: Config, quick: bool) -> MainRun:
             t = time.perf_counter()
             member.tracker.measure()  # the first one also builds the estimators' X side
             t_first = time.perf_counter() - t
-            t_eval = best_time(member.tracker.measure, 2 if quick else 4, 1)
+            try:
+                t_eval, t_eval_seq = paired_times(
+                    member.tracker.measure, member.tracker.measure, 2 if quick else 4, 1,
+                    (_probe_threads(True), _probe_threads(False)))
+            finally:
+                _probe_threads(True)()
 
             set_flush_denormal(False, threads)  # the subnormal state needs IEEE to be written
             state = late_phase_state(member.model, member.opt, member.loss_fn, xs, ys)
@@ -371,7 +387,7 @@ def measure_main_run(cfg: Config, quick: bool) -> MainRun:
     return MainRun(cfg=cfg, threads=threads, state=state, t_flushed=t_on, t_ieee=t_off,
                    t_one_thread=t_one, t_threads=t_all, t_late=t_late, t_matmul=t_mm,
                    bandwidth=bandwidth, n_params=n_params, t_first_eval=t_first,
-                   t_eval=t_eval, evals=evals)
+                   t_eval=t_eval, t_eval_seq=t_eval_seq, evals=evals)
 
 
 def main_run_rows(m: MainRun) -> list[tuple[str, str]]:
@@ -396,6 +412,8 @@ def main_run_rows(m: MainRun) -> list[tuple[str, str]]:
         ("late step / floor  (target <= 1.3)", f"{m.t_late / m.floor:.2f}"),
         (f"evaluation point ({names})",
          f"{m.t_eval * 1e3:.1f} ms  (first {m.t_first_eval * 1e3:.0f} ms)"),
+        ("evaluation, estimators in sequence / nHSIC on a second thread",
+         f"{m.t_eval_seq / m.t_eval:.2f}" if m.threads > 1 else "- (one thread)"),
         ("evaluation / late step  (target <= 40)", f"{m.t_eval / m.t_late:.1f}"),
         (f"projected {cfg.name} run ({cfg.train.steps} steps, {m.evals} evaluations)",
          f"{m.projected:.0f} s = {cfg.train.steps * m.t_late:.0f} s training + "

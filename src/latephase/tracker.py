@@ -236,6 +236,11 @@ def _floating(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float64)
 
 
+#: whether the information estimators may use a second thread when the run has >= 2 (see
+#: :func:`_one_thread`); ``latephase bench`` turns it off to time the sequential path
+PROBE_THREADS = True
+
+
 def _one_thread(probe: InfoProbe, feats: torch.Tensor) -> dict[str, float]:
     """``probe(feats)`` on one thread (torch and NumPy's BLAS), restoring both after.  The
     estimators work on 1000-row NumPy arrays, mostly single-threaded element-wise code between
@@ -253,7 +258,7 @@ def _one_thread(probe: InfoProbe, feats: torch.Tensor) -> dict[str, float]:
     torch.set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
-            return probe(feats, workers=threads)
+            return probe(feats, workers=threads if PROBE_THREADS else 1)
     finally:
         torch.set_num_threads(threads)
 

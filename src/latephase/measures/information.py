@@ -30,6 +30,8 @@ malformed input (shapes, labels, parameters) raises :class:`~latephase.errors.Co
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -1450,17 +1452,59 @@ def _centre_regularise(k: FloatArray, reg: float) -> FloatArray:
     return k
 
 
+def _lapack_gil_free(name: str) -> Callable[..., None] | None:
+    """SciPy's own LAPACK routine ``name`` (signature ``(char*, int*, double*, int*, int*)``:
+    dpotrf, dpotri) as a ctypes function, which releases the GIL while it runs; the
+    ``scipy.linalg.lapack`` wrappers hold it, so nHSIC's inverse (~35 ms) would stall a
+    second Python thread.  Same library, same arithmetic.  None where SciPy does not export
+    it (then the wrappers are used)."""
+    try:
+        from scipy.linalg import cython_lapack
+
+        capsule = cython_lapack.__pyx_capi__[name]
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        ptr = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+    except (ImportError, AttributeError, KeyError, ValueError):  # pragma: no cover
+        return None
+    i = ctypes.POINTER(ctypes.c_int)
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_char_p, i, ctypes.c_void_p, i, i)
+    return proto(ptr)
+
+
+@functools.lru_cache(maxsize=1)
+def _potrf_potri() -> tuple[Callable[..., None], Callable[..., None]] | None:
+    pair = _lapack_gil_free("dpotrf"), _lapack_gil_free("dpotri")
+    return None if None in pair else pair  # type: ignore[return-value]
+
+
 def _inverse_lower(m: FloatArray) -> FloatArray:
     """In place: symmetric positive definite m [n, n] (C order; its LOWER triangle is read)
     -> the lower triangle of m^{-1}, zeros above (Cholesky potrf + potri on the transposed,
-    Fortran-ordered view, so no copy is made)."""
-    chol, info = linalg.lapack.dpotrf(m.T, lower=0, clean=1, overwrite_a=1)
-    if info != 0:  # pragma: no cover - K~ is PSD, so m >= reg I > 0
-        raise np.linalg.LinAlgError(f"Cholesky failed (info={info})")
-    inv, info = linalg.lapack.dpotri(chol, lower=0, overwrite_c=1)
-    if info != 0:  # pragma: no cover
-        raise np.linalg.LinAlgError(f"Cholesky inverse failed (info={info})")
-    return np.asarray(inv.T)
+    Fortran-ordered view, i.e. its upper triangle, so no copy is made).  The GIL is released
+    while LAPACK runs (:func:`_lapack_gil_free`)."""
+    routines = _potrf_potri()
+    if routines is None or not (m.flags.c_contiguous and m.flags.writeable
+                                and m.dtype == np.float64):  # pragma: no cover
+        chol, info = linalg.lapack.dpotrf(m.T, lower=0, clean=1, overwrite_a=1)
+        if info != 0:  # pragma: no cover - K~ is PSD, so m >= reg I > 0
+            raise np.linalg.LinAlgError(f"Cholesky failed (info={info})")
+        inv, info = linalg.lapack.dpotri(chol, lower=0, overwrite_c=1)
+        if info != 0:  # pragma: no cover
+            raise np.linalg.LinAlgError(f"Cholesky inverse failed (info={info})")
+        return np.asarray(inv.T)
+    n, info = ctypes.c_int(m.shape[0]), ctypes.c_int(0)
+    data = m.ctypes.data_as(ctypes.c_void_p)
+    for routine, what in zip(routines, ("Cholesky", "Cholesky inverse"), strict=True):
+        routine(b"U", ctypes.byref(n), data, ctypes.byref(n), ctypes.byref(info))
+        if info.value != 0:  # pragma: no cover - K~ is PSD, so m >= reg I > 0
+            raise np.linalg.LinAlgError(f"{what} failed (info={info.value})")
+    for i in range(m.shape[0] - 1):  # C's upper = Fortran's lower, which LAPACK left as m
+        m[i, i + 1:] = 0.0
+    return m
 
 
 @dataclass(frozen=True)
