@@ -76,3 +76,51 @@ def test_inverse_lower_releases_the_gil_while_lapack_runs() -> None:
     inside = [t0, *[t for t in stamps if t0 < t < t1], t1]
     gap = max(b - a for a, b in zip(inside[:-1], inside[1:], strict=True))
     assert gap < 0.3 * (t1 - t0), f"the other thread stopped for {gap:.3f} s of {t1 - t0:.3f} s"
+
+
+def _sq_dists_whole(a: np.ndarray) -> np.ndarray:
+    """The reference: (|a_i|^2 + |a_j|^2) - 2 a_i.a_j with the whole outer sum at once."""
+    sq = np.einsum("ij,ij->i", a, a)
+    gram = a @ a.T
+    d2 = np.add.outer(sq, sq) - 2.0 * gram
+    np.maximum(d2, 0.0, out=d2)
+    np.fill_diagonal(d2, 0.0)
+    return d2
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 300])
+@pytest.mark.parametrize("scale", [1.0, 8.0, 1e-4])
+def test_sq_dists_in_row_blocks_is_the_whole_outer_sum_float_for_float(n: int,
+                                                                      scale: float) -> None:
+    rng = np.random.default_rng(n)
+    a = scale * rng.standard_normal((n, 20))
+    a[: n // 2] = a[0] + 1e-6 * a[: n // 2]  # near-duplicates: the clamp at 0 matters
+    ref = _sq_dists_whole(a)
+    assert np.array_equal(info._sq_dists(a), ref)
+    garbage = np.full((n, n), np.nan)
+    assert np.array_equal(info._sq_dists(a, garbage), ref)
+
+
+def test_nhsic_with_a_kept_buffer_is_the_same_and_a_large_one_is_not_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from latephase.measures import probe as probe_module
+
+    rng = np.random.default_rng(3)
+    y = np.arange(400) % 4
+    x = rng.standard_normal((400, 30)) + 3.0 * rng.standard_normal((4, 30))[y]
+    zs = [x @ rng.standard_normal((30, 8)) for _ in range(2)]
+    side = info.NhsicSide.build(x, y, 4, bandwidth="paper", sigma=5.0, eps=1e-5)
+    work = np.full((400, 400), np.nan)
+    for z in zs:  # the same buffer reused: nothing of the last call leaks into the next
+        assert side.values(z, work) == side.values(z)
+    kept = probe_module.InfoProbe(x, y, 4, ["nhsic"], n=None)
+    monkeypatch.setattr(probe_module, "KEEP_WORK_BYTES", 8 * 399 * 399)
+    fresh = probe_module.InfoProbe(x, y, 4, ["nhsic"], n=None)
+
+    def buffers(p: probe_module.InfoProbe) -> int:
+        cells = [c.cell_contents for c in p.computers["nhsic"].__closure__ or ()]
+        return sum(isinstance(c, np.ndarray) and c.shape == (400, 400) for c in cells)
+
+    assert (buffers(kept), buffers(fresh)) == (1, 0)
+    for z in zs:
+        assert kept(z) == fresh(z)

@@ -1410,24 +1410,33 @@ def cmi_ksg(
 # normalised HSIC
 
 
-def _sq_dists(a: FloatArray) -> FloatArray:
+#: rows per block of :func:`_sq_dists`' outer sum (a [64, n] temporary instead of [n, n])
+SQ_BLOCK = 64
+
+
+def _sq_dists(a: FloatArray, out: FloatArray | None = None) -> FloatArray:
     """Pairwise squared Euclidean distances [n, n]: (|a_i|^2 + |a_j|^2) - 2 a_i.a_j, clamped at
-    0, zero diagonal (two n x n buffers at the peak: the Gram product and the result)."""
+    0, zero diagonal, written into ``out`` (C-ordered float64 [n, n]) if given.  One n x n
+    buffer: the Gram product, doubled in place, then the outer sum subtracted from it in
+    blocks of :data:`SQ_BLOCK` rows (the same floats as the whole outer sum at once)."""
+    n = a.shape[0]
     sq = np.einsum("ij,ij->i", a, a)
-    gram = a @ a.T
-    gram *= 2.0  # exact
-    d2 = np.add.outer(sq, sq)
-    d2 -= gram
-    del gram
+    d2 = np.matmul(a, a.T, out=out if out is not None else np.empty((n, n)))
+    d2 *= 2.0  # exact
+    for i in range(0, n, SQ_BLOCK):
+        rows = d2[i:i + SQ_BLOCK]
+        np.subtract(np.add.outer(sq[i:i + SQ_BLOCK], sq), rows, out=rows)
     np.maximum(d2, 0.0, out=d2)
     np.fill_diagonal(d2, 0.0)
     return d2
 
 
-def _gaussian_gram(a: FloatArray, bandwidth: str, sigma: float) -> tuple[FloatArray, float]:
-    """Gaussian Gram matrix exp(-||a_i - a_j||^2 / w) and its width w."""
+def _gaussian_gram(a: FloatArray, bandwidth: str, sigma: float,
+                   out: FloatArray | None = None) -> tuple[FloatArray, float]:
+    """Gaussian Gram matrix exp(-||a_i - a_j||^2 / w) and its width w (into ``out`` if
+    given)."""
     n, d = a.shape
-    d2 = _sq_dists(a)
+    d2 = _sq_dists(a, out)
     if bandwidth == "paper":
         width = 2.0 * sigma**2 * d
     else:  # median heuristic: s = median pairwise distance, w = 2 s^2
@@ -1549,11 +1558,14 @@ class NhsicSide:
                    tr_x=float(diag.sum()), tr_y=float(np.sum(a * ag)), w_x=w,
                    a_y=np.asfortranarray(a), ag_y=ag)
 
-    def values(self, z: FloatArray) -> tuple[dict[str, float], float]:
+    def values(self, z: FloatArray, work: FloatArray | None = None
+               ) -> tuple[dict[str, float], float]:
         """nHSIC values for the rows ``z`` [m, p] (aligned with the side's rows) and Z's
-        kernel width.  One n x n buffer: K_Z, then M_Z, then M_Z^{-1} in place."""
+        kernel width.  One n x n buffer: K_Z, then M_Z, then M_Z^{-1} in place; ``work``
+        (C-ordered float64 [m, m], overwritten) is used as that buffer if given, so a caller
+        that keeps one allocates nothing large per call."""
         m = z.shape[0]
-        k_z, w_z = _gaussian_gram(z, self.bandwidth, self.sigma)
+        k_z, w_z = _gaussian_gram(z, self.bandwidth, self.sigma, work)
         inv = _inverse_lower(_centre_regularise(k_z, self.reg))  # lower triangle, 0 above
         tr_z = m - self.reg * float(np.trace(inv))
         zx = self.tr_x - self.reg * float(np.vdot(inv, self.w_x))
