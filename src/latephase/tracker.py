@@ -284,7 +284,9 @@ class Tracker:
     forward hooks (they exist only during ``evaluate``) and feeds a
     :class:`~latephase.measures.SplitAccumulator`, the same measuring path ``latephase run`` uses.
     BLAS/OpenMP pools (NumPy, SciPy, scikit-learn) are capped at ``torch.get_num_threads()``
-    threads while it measures.
+    threads while it measures.  The information estimators run on one torch/BLAS thread; with
+    ``torch.get_num_threads()`` >= 2, nHSIC runs on a second Python thread beside the k-NN
+    estimators (joined before ``evaluate`` returns; the values are the same floats).
 
     - ``head``: the classifier layer (an ``nn.Linear`` with ``num_classes`` outputs; default: the
       last ``nn.Linear`` in ``model.named_modules()``).  Logits are the head's output, so models
