@@ -363,3 +363,31 @@ def test_tracker_runs_nhsic_beside_the_knn_estimators_at_two_threads() -> None:
     assert list(par) == list(seq) and len(par) > 10
     assert all((a != a and b != b) or a == b for a, b in zip(par.values(), seq.values(),
                                                              strict=True))
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_probe_thread_computes_in_the_callers_floating_point_environment(flush: bool) -> None:
+    """nHSIC on the probe's second thread flushes subnormals exactly when the caller does
+    (pthread_create copies the creating thread's floating-point environment)."""
+    import threading
+
+    from latephase.measures.probe import InfoProbe
+
+    if flush and not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    torch.set_flush_denormal(False)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 6, generator=g), torch.arange(200) % 2
+    probe = InfoProbe(x, y, 2, ["nhsic", "kl_knn"], n=None)
+    inner = probe.computers["nhsic"]
+    seen: list[tuple[str, bool]] = []
+
+    def spy(zs: object) -> object:
+        seen.append((threading.current_thread().name, runtime.flushes_denormals()))
+        return inner(zs)
+
+    probe.computers["nhsic"] = spy
+    with runtime.training_runtime(2, flush):
+        probe(x, workers=2)
+    assert seen == [("latephase-nhsic", flush)]
+    assert threading.current_thread().name != "latephase-nhsic"
