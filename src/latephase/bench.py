@@ -347,12 +347,13 @@ def measure_main_run(cfg: Config, quick: bool) -> MainRun:
             t = time.perf_counter()
             member.tracker.measure()  # the first one also builds the estimators' X side
             t_first = time.perf_counter() - t
+            was = tracker_module.PROBE_THREADS
             try:
                 t_eval, t_eval_seq = paired_times(
                     member.tracker.measure, member.tracker.measure, 2 if quick else 4, 1,
                     (_probe_threads(True), _probe_threads(False)))
             finally:
-                _probe_threads(True)()
+                tracker_module.PROBE_THREADS = was
 
             set_flush_denormal(False, threads)  # the subnormal state needs IEEE to be written
             state = late_phase_state(member.model, member.opt, member.loss_fn, xs, ys)

@@ -242,14 +242,14 @@ PROBE_THREADS = True
 
 
 def _one_thread(probe: InfoProbe, feats: torch.Tensor) -> dict[str, float]:
-    """``probe(feats)`` on one thread (torch and NumPy's BLAS), restoring both after.  The
-    estimators work on 1000-row NumPy arrays, mostly single-threaded element-wise code between
-    small LAPACK calls; with two threads the idle BLAS and OpenMP workers spin and take the
-    core the main thread needs.  Measured on 2 cores (paper-mnist, a whole evaluation point
-    at train.threads=2, best of 4, two rounds): 282-345 ms with the estimators on 2 threads,
-    211-226 ms with them on 1.  With a thread budget >= 2, nHSIC (GIL-free LAPACK) runs in a
-    second Python thread beside the k-NN estimators, each on one BLAS thread: the same
-    floats, less wall time (measured below in ``latephase bench``)."""
+    """``probe(feats)`` with torch and NumPy's BLAS at one thread (per Python thread), restoring
+    both after. The estimators work on 1000-row NumPy arrays, mostly single-threaded
+    element-wise code between small LAPACK calls; with two threads the idle BLAS and OpenMP
+    workers spin and take the core the main thread needs. Measured on 2 cores (paper-mnist, a
+    whole evaluation point at train.threads=2, best of 4, two rounds): 282-345 ms with the
+    estimators on 2 threads, 211-226 ms with them on 1. With a thread budget >= 2, nHSIC
+    (GIL-free LAPACK) runs in a second Python thread beside the k-NN estimators, each on one
+    BLAS thread: the same floats, less wall time (``latephase bench`` prints the ratio)."""
     from threadpoolctl import threadpool_limits
 
     threads = torch.get_num_threads()

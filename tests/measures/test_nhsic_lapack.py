@@ -124,3 +124,13 @@ def test_nhsic_with_a_kept_buffer_is_the_same_and_a_large_one_is_not_kept(
     assert (buffers(kept), buffers(fresh)) == (1, 0)
     for z in zs:
         assert kept(z) == fresh(z)
+
+
+@pytest.mark.parametrize("kind", ["random", "collapsed"])
+def test_inverse_lower_fallback_through_the_wrappers_is_the_same(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # where SciPy exports no usable cython_lapack routine, the wrappers are called instead
+    m = _spd(kind)
+    fast = info._inverse_lower(m.copy())
+    monkeypatch.setattr(info, "_potrf_potri", lambda: None)
+    assert np.array_equal(info._inverse_lower(m.copy()), fast)

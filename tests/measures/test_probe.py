@@ -196,3 +196,21 @@ def test_probe_error_on_either_thread_is_raised_and_leaves_no_thread(where: str)
     with pytest.raises(FloatingPointError, match=f"{name} failed"):
         probe(z, workers=2)
     assert not [t for t in threading.enumerate() if t.name == "latephase-nhsic"]
+
+
+def test_probe_second_thread_computes_under_the_callers_numpy_error_settings() -> None:
+    # NumPy's error settings are per thread: under errstate(all="raise") nHSIC's exp underflow
+    # must raise on the second thread exactly as it does on the caller's
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x = rng.standard_normal((300, 5))
+    z = 1e3 * rng.standard_normal((300, 4))  # far-apart rows: exp(-d2/w) underflows
+    probe = InfoProbe(x, y, 3, {"nhsic": {"sigma": 0.01}, "kl_knn": {}}, n=None)
+    with np.errstate(all="raise"):
+        with pytest.raises(FloatingPointError):
+            probe(z)
+        with pytest.raises(FloatingPointError):
+            probe(z, workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _same(probe(z), probe(z, workers=2))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -1461,27 +1462,33 @@ def _centre_regularise(k: FloatArray, reg: float) -> FloatArray:
     return k
 
 
+#: the C signature SciPy's cython_lapack gives dpotrf / dpotri (its capsules' names)
+_POTRF_SIGNATURE = re.compile(rb"void \(char \*, int \*, \w+ \*, int \*, int \*\)")
+
+
 def _lapack_gil_free(name: str) -> Callable[..., None] | None:
     """SciPy's own LAPACK routine ``name`` (signature ``(char*, int*, double*, int*, int*)``:
     dpotrf, dpotri) as a ctypes function, which releases the GIL while it runs; the
     ``scipy.linalg.lapack`` wrappers hold it, so nHSIC's inverse (~35 ms) would stall a
     second Python thread.  Same library, same arithmetic.  None where SciPy does not export
-    it (then the wrappers are used)."""
+    it with that signature (e.g. 64-bit integers): then the wrappers are used."""
     try:
         from scipy.linalg import cython_lapack
 
         capsule = cython_lapack.__pyx_capi__[name]
-        api = ctypes.pythonapi
-        api.PyCapsule_GetName.restype = ctypes.c_char_p
-        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
-        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        ptr = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
-    except (ImportError, AttributeError, KeyError, ValueError):  # pragma: no cover
+    except (ImportError, AttributeError, KeyError):  # pragma: no cover
+        return None
+    api = ctypes.pythonapi  # private prototypes: the shared ctypes.pythonapi is left alone
+    get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
+        ("PyCapsule_GetName", api))
+    get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", api))
+    signature = get_name(capsule)
+    if not signature or not _POTRF_SIGNATURE.fullmatch(signature):  # pragma: no cover
         return None
     i = ctypes.POINTER(ctypes.c_int)
     proto = ctypes.CFUNCTYPE(None, ctypes.c_char_p, i, ctypes.c_void_p, i, i)
-    return proto(ptr)
+    return proto(get_pointer(capsule, signature))
 
 
 @functools.lru_cache(maxsize=1)
@@ -1561,7 +1568,8 @@ class NhsicSide:
     def values(self, z: FloatArray, work: FloatArray | None = None
                ) -> tuple[dict[str, float], float]:
         """nHSIC values for the rows ``z`` [m, p] (aligned with the side's rows) and Z's
-        kernel width.  One n x n buffer: K_Z, then M_Z, then M_Z^{-1} in place; ``work``
+        kernel width.  One n x n buffer: K_Z, then M_Z, then M_Z^{-1} in place (with
+        ``bandwidth="median"`` the upper triangle is also gathered for its median); ``work``
         (C-ordered float64 [m, m], overwritten) is used as that buffer if given, so a caller
         that keeps one allocates nothing large per call."""
         m = z.shape[0]

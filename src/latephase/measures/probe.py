@@ -12,6 +12,8 @@ estimators on the same subsample (tested).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import threading
 import warnings
@@ -55,17 +57,20 @@ def stratified_subsample(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
 
 class _Background:
     """``fn()`` started now on a thread; :meth:`result` joins it and returns its value or
-    raises its exception in the caller.  A POSIX thread starts with its creator's
+    raises its exception in the caller.  The thread computes under the caller's NumPy error
+    settings (per thread in NumPy) and, as every POSIX thread, starts with its creator's
     floating-point environment, so a training runtime's subnormal flushing holds there too
-    (tested)."""
+    (both tested; a Windows thread starts at the default environment instead)."""
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self._value: Any = None
         self._error: BaseException | None = None
+        errors = np.geterr()
 
         def run() -> None:
             try:
-                self._value = fn()
+                with np.errstate(**errors):
+                    self._value = fn()
             except BaseException as e:  # re-raised in the caller by result()
                 self._error = e
 
@@ -73,13 +78,31 @@ class _Background:
         self._thread.start()
 
     def join(self) -> None:
-        self._thread.join()
+        """Wait for the thread, even through Ctrl-C (re-raised once it has ended: a thread
+        left running would write into the probe's kept buffer during the next call)."""
+        interrupted: BaseException | None = None
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except KeyboardInterrupt as e:
+                interrupted = e
+        if interrupted is not None:
+            raise interrupted
 
     def result(self) -> Any:
-        self._thread.join()
+        self.join()
         if self._error is not None:
             raise self._error
         return self._value
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the BLAS libraries loaded with NumPy and SciPy (built once;
+    limiting through it costs microseconds)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _user_params(name: str) -> list[str]:
@@ -157,10 +180,11 @@ class InfoProbe:
     def __call__(self, z: Any, *, workers: int = 1) -> dict[str, float]:
         """Every estimator on the probe's rows of ``z`` [N, p]; keys ``name/key``.
 
-        ``workers`` >= 2 (a caller with a second idle core; BLAS limited to one thread):
-        nHSIC runs in a second thread alongside the k-NN estimators (its Gram product and
-        Cholesky inverse release the GIL).  The values are the same floats either way, each
-        estimator doing the same single-threaded arithmetic; only the wall time differs."""
+        ``workers`` >= 2 (a caller with a second idle core): nHSIC runs in a second thread
+        alongside the k-NN estimators (its Gram product and Cholesky inverse release the
+        GIL), with BLAS limited to one thread meanwhile.  The values are the same floats as
+        with ``workers=1`` at one BLAS thread (the Tracker's setting): each estimator does the
+        same single-threaded arithmetic; only the wall time differs."""
         n_z = len(z) if hasattr(z, "__len__") else None
         if n_z != self.n_rows:
             raise ConfigError(f"z has {n_z} rows; valid: one row per row of the probe's split "
@@ -174,7 +198,11 @@ class InfoProbe:
             aside = []
         # one recorder for both threads (the worker runs inside this block and is joined in
         # it); warnings are deduplicated per probe, since the subsample is fixed
-        with warnings.catch_warnings(record=True) as caught:
+        # BLAS at one thread in both threads: no oversubscription, and each estimator does
+        # the single-threaded arithmetic it would do alone (the Tracker has set this already)
+        with warnings.catch_warnings(record=True) as caught, \
+                (_blas_controller().limit(limits=1, user_api="blas") if aside
+                 else contextlib.nullcontext()):
             warnings.simplefilter("always")
             worker = _Background(lambda: {n: self.computers[n](zs) for n in aside}) \
                 if aside else None
