@@ -328,12 +328,16 @@ def test_estimators_on_one_thread_leave_the_runtime_as_it_was() -> None:
     assert 0.0 < record["test/nhsic/nhsic_zy"] < 3.0
 
 
-def test_tracker_runs_nhsic_beside_the_knn_estimators_at_two_threads() -> None:
+@pytest.mark.parametrize("kind", ["tensors", "shuffled_loader", "generator"])
+def test_tracker_runs_nhsic_beside_the_knn_estimators_at_two_threads(kind: str) -> None:
     """With a 2-thread budget the Tracker gives the probe workers=2 (nHSIC on a second
     thread, BLAS at one thread in both); with 1 thread, workers=1.  On the same features the
     two give the same floats (the features themselves differ at ~1e-7 between 1- and 2-thread
-    forward passes, so records of the two runtimes are not compared)."""
+    forward passes, so records of the two runtimes are not compared), for every kind of
+    split: tensors, a shuffled DataLoader (rows put back in order by their keys) and a
+    generator factory."""
     from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
 
     from latephase.measures.probe import InfoProbe
     from latephase.tracker import Tracker
@@ -355,7 +359,13 @@ def test_tracker_runs_nhsic_beside_the_knn_estimators_at_two_threads() -> None:
         mp.setattr(InfoProbe, "__call__", spy)
         for threads in (1, 2):
             with runtime.training_runtime(threads, True):
-                tracker = Tracker(model, {"test": (x, y)}, head="2", information_n=200,
+                split: object = (x, y)
+                if kind == "shuffled_loader":
+                    split = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True,
+                                       generator=torch.Generator().manual_seed(threads))
+                elif kind == "generator":
+                    split = lambda: ((x[i:i + 70], y[i:i + 70]) for i in range(0, 300, 70))  # noqa: E731
+                tracker = Tracker(model, {"test": split}, head="2", information_n=200,
                                   information=("nhsic", "kl_knn", "cmi_ksg"))
                 tracker.measure()
     assert asked == [1, 2]

@@ -193,13 +193,11 @@ class InfoProbe:
         for side in self._x_sides.values():  # a reduced Z is shared within this call only
             side.cache.forget("z_pca/")
         results: dict[str, info.InfoResult] = {}
-        aside = [name for name in self.computers if name == "nhsic"]
-        if workers < 2 or len(self.computers) < 2:
-            aside = []
-        # one recorder for both threads (the worker runs inside this block and is joined in
-        # it); warnings are deduplicated per probe, since the subsample is fixed
-        # BLAS at one thread in both threads: no oversubscription, and each estimator does
-        # the single-threaded arithmetic it would do alone (the Tracker has set this already)
+        aside = (["nhsic"] if workers >= 2 and "nhsic" in self.computers
+                 and len(self.computers) > 1 else [])
+        # one warnings recorder for both threads (the worker is joined inside it; warnings are
+        # said once per probe, the subsample being fixed), and BLAS at one thread in both: no
+        # oversubscription, each estimator doing the arithmetic it would do alone
         with warnings.catch_warnings(record=True) as caught, \
                 (_blas_controller().limit(limits=1, user_api="blas") if aside
                  else contextlib.nullcontext()):
